@@ -1,0 +1,146 @@
+"""`permanent`: run the piece, check a gallery machine, list audio outputs."""
+
+from __future__ import annotations
+
+import time
+
+LAUNCHED = time.monotonic()   # before anything heavy is imported: "time since launch" starts here
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import PermanentError
+
+log = logging.getLogger("permanent")
+
+
+def _default_config() -> Path:
+    return Path("config.yaml")
+
+
+def _load(path: Path | None):
+    from .config import Config, load_config
+
+    if path is None:
+        if not _default_config().is_file():
+            return Config()
+        path = _default_config()
+    return load_config(path)
+
+
+def _check_sound_and_model(config) -> tuple[str, object]:
+    """What must be right before anything starts; raises a PermanentError when not."""
+    from .model_store import resolve
+    from .preset import load_preset
+
+    load_preset(config.hum.preset, config.base_dir)
+    return resolve(config.model, config.base_dir)
+
+
+def cmd_run(args) -> int:
+    config = _load(args.config)
+    if args.windowed:
+        os.environ.setdefault("SDL_VIDEO_CENTERED", "1")
+    source = _check_sound_and_model(config)
+    if not source.cached and not source.embedded:
+        from .errors import ModelError
+        raise ModelError(f"model {source.label!r} is not in the local Hugging Face cache and "
+                         "nothing is downloaded here. Copy it into the cache, point "
+                         "model.name at a local folder, or use 'embedded'.")
+    from .app import Piece
+
+    return Piece(config, windowed=args.windowed, duration=args.duration,
+                 launched=LAUNCHED).run()
+
+
+def cmd_check(args) -> int:
+    config = _load(args.config)
+    where = args.config or (_default_config() if _default_config().is_file() else None)
+    print(f"config:  {where or 'built-in defaults'}: valid")
+    source = _check_sound_and_model(config)
+    print(f"sound:   preset {config.hum.preset!r}")
+    state = "cached, loads at once" if source.cached else (
+        "not converted yet: the first start converts it (about 20 s)" if source.embedded
+        else "NOT in the local cache: it cannot load here")
+    print(f"model:   {source.label} at {source.location} ({state})")
+    if source.embedded:
+        from .model_store import embedded_gguf
+        print(f"         from {embedded_gguf()}")
+    _print_devices(config)
+    return 0 if (source.cached or source.embedded) else 1
+
+
+def _print_devices(config=None) -> None:
+    from .devices import DeviceNotFound, choose_output, list_output_devices
+
+    devices = list_output_devices()
+    if not devices:
+        print("audio:   no output devices: the piece would run silently")
+        return
+    chosen = None
+    if config is not None:
+        try:
+            chosen = choose_output(config.audio.device, devices)
+        except DeviceNotFound as e:
+            print(f"audio:   {e}")
+    print("audio outputs:")
+    for d in devices:
+        marks = (" (default)" if d.is_default else "") + \
+            ("  <- used" if chosen is not None and d.index == chosen.index else "")
+        print(f"  {d.index:3d}  {d.name}{marks}")
+
+
+def cmd_devices(args) -> int:
+    _print_devices()
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    return run_bench(_load(args.config), as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="permanent",
+        description="A server room hums; a small language model writes in it.")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the settings file (default: ./config.yaml, else built-in defaults)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the piece (the default)")
+    for p in (parser, run):
+        p.add_argument("--windowed", action="store_true",
+                       help="a window instead of fullscreen; Esc quits")
+        p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                       help="stop by itself after this long (for tests and demos)")
+    run.set_defaults(func=cmd_run)
+    sub.add_parser("check", help="validate the config, list audio outputs, say which model "
+                   "would load").set_defaults(func=cmd_check)
+    sub.add_parser("devices", help="list audio output devices").set_defaults(func=cmd_devices)
+    bench = sub.add_parser("bench", help="measure this machine against the piece's needs")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.set_defaults(func=cmd_bench)
+    parser.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except PermanentError as e:
+        print(f"permanent: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

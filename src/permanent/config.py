@@ -1,0 +1,143 @@
+"""The gallery's knobs: every setting, its unit, its default, and its bounds.
+
+Defaults live here; `config.yaml` shows the ones people change. Loading validates
+everything up front (see `schema`), so a typo stops the program before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+from .schema import bounded, load_yaml_file
+
+Colour = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "embedded"             # "embedded", a Hugging Face id in the local cache, or a folder
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    threads: int = bounded(2, ge=0, le=256)  # torch CPU threads; 0 = torch's own choice
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+
+    def validate(self):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            return "device", f"must be auto, cpu, cuda, cuda:N or mps (got {self.device!r})."
+        if not self.name.strip():
+            return "name", "is empty; use 'embedded', a model id or a folder."
+        return None
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    system_prompt: Optional[str] = None      # None = the piece's own voice (see `voice`)
+    openings: Optional[list[str]] = None     # None = the piece's own openings
+    temperature: float = bounded(0.7, gt=0.0, le=5.0)
+    top_p: float = bounded(0.9, gt=0.0, le=1.0)
+    top_k: int = bounded(50, ge=0, le=100_000)         # 0 = no top-k cut
+    repetition_penalty: float = bounded(1.1, ge=1.0, le=3.0)
+    seed: Optional[int] = None               # None = a new seed every run
+    min_tokens: int = bounded(90, ge=1, le=100_000)    # a pass ends at the first sentence end after this
+    max_tokens: int = bounded(260, ge=1, le=100_000)   # ... and never runs past this
+
+    def validate(self):
+        if self.min_tokens > self.max_tokens:
+            return "min_tokens", (f"is {self.min_tokens}, larger than max_tokens "
+                                  f"({self.max_tokens}); make it smaller.")
+        if self.openings is not None and not any(o.strip() for o in self.openings):
+            return "openings", "has no non-empty opening; add one or remove the key."
+        return None
+
+
+@dataclass(frozen=True)
+class PacingConfig:
+    tokens_per_second: float = bounded(4.5, gt=0.0, le=200.0)
+    jitter: float = bounded(0.35, ge=0.0, le=1.0)      # +- fraction of the base interval
+    comma_pause_seconds: float = bounded(0.35, ge=0.0, le=60.0)
+    sentence_pause_seconds: float = bounded(1.1, ge=0.0, le=60.0)
+    line_break_pause_seconds: float = bounded(1.6, ge=0.0, le=60.0)
+    uncertainty_pause_seconds_per_bit: float = bounded(0.06, ge=0.0, le=10.0)
+    uncertainty_threshold_bits: float = bounded(4.0, ge=0.0, le=20.0)
+    hold_seconds: float = bounded(8.0, ge=0.0, le=3600.0)
+    fade_seconds: float = bounded(5.0, ge=0.0, le=600.0)
+    gap_seconds: float = bounded(3.0, ge=0.0, le=3600.0)
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    fullscreen: bool = True
+    monitor: int = bounded(0, ge=0, le=16)
+    window_size: tuple[int, int] = (1280, 720)       # pixels, when not fullscreen
+    font: Optional[str] = None                       # None = pygame's bundled typeface
+    font_size: float = bounded(0.05, gt=0.0, le=0.5)  # fraction of the screen height
+    line_spacing: float = bounded(1.5, ge=0.8, le=4.0)
+    margin: float = bounded(0.09, ge=0.0, le=0.4)      # fraction of the screen height, every side
+    text_colour: Colour = (208, 204, 194)
+    background_colour: Colour = (0, 0, 0)
+    scroll_seconds: float = bounded(0.9, ge=0.0, le=10.0)
+    fps: int = bounded(60, ge=5, le=240)
+    quit_chord: str = "ctrl+shift+q"                 # in fullscreen; Esc quits a window
+
+    def validate(self):
+        for key in ("text_colour", "background_colour"):
+            if not all(0 <= c <= 255 for c in getattr(self, key)):
+                return key, "each channel must be from 0 to 255."
+        if min(self.window_size) < 64:
+            return "window_size", "must be at least 64 x 64 pixels."
+        from .keys import parse_chord  # deferred: keys imports pygame only when needed
+        problem = parse_chord(self.quit_chord, check_only=True)
+        if problem:
+            return "quit_chord", problem
+        return None
+
+
+@dataclass(frozen=True)
+class HumConfig:
+    preset: str = "closet"                 # a file name in sounds/ (without .yaml) or a path
+    volume: float = bounded(0.5, ge=0.0, le=1.0)
+    fade_in_seconds: float = bounded(3.0, ge=0.05, le=60.0)
+    fade_out_seconds: float = bounded(0.8, ge=0.05, le=10.0)
+    entropy_low_bits: float = bounded(1.0, ge=0.0, le=17.0)    # at or below: fans at their low RPM
+    entropy_high_bits: float = bounded(7.0, ge=0.0, le=17.0)   # at or above: fans at their high RPM
+    spin_up_seconds: float = bounded(0.7, ge=0.001, le=60.0)   # fan inertia, time constant up
+    spin_down_seconds: float = bounded(2.0, ge=0.001, le=60.0)  # ... and down
+
+    def validate(self):
+        if self.entropy_low_bits >= self.entropy_high_bits:
+            return "entropy_low_bits", (f"must be below entropy_high_bits "
+                                        f"({self.entropy_high_bits}).")
+        return None
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    enabled: bool = True
+    device: Union[int, str] = "default"   # "default", an index or a name from `permanent devices`
+    sample_rate: Literal[44100, 48000, 96000] = 48000
+    buffer_size: int = bounded(512, ge=32, le=16384)   # frames per buffer; larger is safer
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    pacing: PacingConfig = field(default_factory=PacingConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
+    hum: HumConfig = field(default_factory=HumConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    # Where relative paths (presets, fonts, model folders) are resolved from.
+    base_dir: Path = field(default=Path("."), metadata={"yaml": False})
+
+    def replace(self, **sections) -> "Config":
+        return dataclasses.replace(self, **sections)
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    config = load_yaml_file(Config, path)
+    return dataclasses.replace(config, base_dir=path.resolve().parent)

@@ -1,0 +1,85 @@
+"""Audio output devices as PortAudio (inside pyo) sees them.
+
+pyo's bundled ALSA looks for plugins in /usr/lib64/alsa-lib; Debian and Ubuntu keep them
+in /usr/lib/<multiarch>/alsa-lib, without which pyo cannot reach PulseAudio or PipeWire.
+`prepare_audio_environment` points it there before pyo loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import sys
+from dataclasses import dataclass
+
+_PLUGIN_DIRS = ["/usr/lib/x86_64-linux-gnu/alsa-lib", "/usr/lib/aarch64-linux-gnu/alsa-lib",
+                *glob.glob("/usr/lib/*-linux-gnu*/alsa-lib"), "/usr/lib64/alsa-lib",
+                "/usr/lib/alsa-lib"]
+
+
+def prepare_audio_environment() -> None:
+    os.environ.setdefault("PYO_GUI_WX", "0")  # no wxPython banner
+    if "ALSA_PLUGIN_DIR" not in os.environ:
+        for folder in _PLUGIN_DIRS:
+            if os.path.isdir(folder):
+                os.environ["ALSA_PLUGIN_DIR"] = folder
+                break
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence C-level chatter (ALSA probing every card it knows of) for a moment."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+@dataclass(frozen=True)
+class OutputDevice:
+    index: int
+    name: str
+    is_default: bool
+
+
+def list_output_devices() -> list[OutputDevice]:
+    prepare_audio_environment()
+    with quiet_stderr():
+        import pyo
+
+        names, indexes = pyo.pa_get_output_devices()
+        default = pyo.pa_get_default_output() if indexes else -1
+    return [OutputDevice(i, n, i == default) for n, i in zip(names, indexes)]
+
+
+class DeviceNotFound(Exception):
+    pass
+
+
+def choose_output(wanted: int | str, devices: list[OutputDevice]) -> OutputDevice | None:
+    """The device `audio.device` names; None when there is no output at all."""
+    if not devices:
+        return None
+    if wanted == "default":
+        return next((d for d in devices if d.is_default), devices[0])
+    if isinstance(wanted, int):
+        match = [d for d in devices if d.index == wanted]
+    else:
+        match = [d for d in devices if str(wanted).lower() in d.name.lower()]
+    if not match:
+        listing = "; ".join(f"{d.index}: {d.name}" for d in devices)
+        raise DeviceNotFound(f"audio.device {wanted!r} matches no output device. "
+                             f"Outputs here: {listing}. Set audio.device in config.yaml to "
+                             "one of these, or to default.")
+    return match[0]

@@ -1,0 +1,122 @@
+"""The screen: a dark page, text set a token at a time, smooth scrolling, fades.
+
+`open_screen` owns pygame's window; `PageView` draws onto any Surface, so the same
+drawing runs in the live window, under SDL's dummy driver in tests, and into offscreen
+frames for a render.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+import pygame  # noqa: E402  (the line above must come first)
+
+from .config import DisplayConfig
+from .errors import DisplayError
+from .pacing import ease_in_out
+from .typesetting import Page
+
+
+def open_screen(settings: DisplayConfig, windowed: bool) -> pygame.Surface:
+    """Open the window (fullscreen unless `windowed`) or say clearly why there is none."""
+    fullscreen = settings.fullscreen and not windowed
+    try:
+        pygame.display.init()
+    except pygame.error as e:
+        raise DisplayError(
+            f"no display to draw on ({e}). Set DISPLAY to the screen that should show the "
+            "piece (for example DISPLAY=:0), or start it from the desktop session; "
+            "run with --windowed to open it in a window instead of fullscreen.") from None
+    pygame.display.set_caption("permanent")
+    try:
+        if fullscreen:
+            count = pygame.display.get_num_displays()
+            if settings.monitor >= count:
+                raise DisplayError(f"display.monitor is {settings.monitor} but this machine has "
+                                   f"{count} screen(s), numbered from 0. Fix config.yaml.")
+            surface = pygame.display.set_mode((0, 0), pygame.FULLSCREEN, display=settings.monitor)
+            pygame.mouse.set_visible(False)
+        else:
+            surface = pygame.display.set_mode(settings.window_size, pygame.RESIZABLE)
+    except pygame.error as e:
+        raise DisplayError(f"cannot open the {'fullscreen ' if fullscreen else ''}window ({e}). "
+                           "Check DISPLAY, or try --windowed.") from None
+    return surface
+
+
+def load_font(settings: DisplayConfig, pixel_size: int, base_dir: Path = Path(".")):
+    if not pygame.font.get_init():
+        pygame.font.init()
+    if settings.font is None:
+        return pygame.font.Font(None, pixel_size)   # pygame's bundled typeface
+    path = Path(os.path.expanduser(settings.font))
+    path = path if path.is_absolute() else base_dir / path
+    if path.is_file():
+        return pygame.font.Font(str(path), pixel_size)
+    found = pygame.font.match_font(settings.font)  # an installed family name
+    if found:
+        return pygame.font.Font(found, pixel_size)
+    raise DisplayError(f"display.font: no font file {path} and no installed font named "
+                       f"{settings.font!r}. Give a .ttf/.otf path, or remove the key to use "
+                       "the bundled typeface.")
+
+
+class PageView:
+    """Lays out and draws one page of text on a surface of a given size."""
+
+    def __init__(self, settings: DisplayConfig, size: tuple[int, int], base_dir: Path = Path(".")):
+        self.settings = settings
+        width, height = size
+        self.margin = round(settings.margin * height)
+        self.font = load_font(settings, max(8, round(settings.font_size * height)), base_dir)
+        self.line_height = round(self.font.get_linesize() * settings.line_spacing)
+        self.area = pygame.Rect(self.margin, self.margin,
+                                width - 2 * self.margin, height - 2 * self.margin)
+        self.visible_lines = max(1, self.area.height // self.line_height)
+        self.page = Page(self.area.width, lambda text: self.font.size(text)[0])
+        self._rendered: dict[int, tuple[str, pygame.Surface]] = {}
+        self._scroll_from = self._scroll_to = 0.0    # pixels scrolled, eased between
+        self._scroll_started = 0.0
+
+    def append(self, text: str, now: float) -> None:
+        self.page.append(text)
+        target = max(0, len(self.page.lines) - self.visible_lines) * self.line_height
+        if target != self._scroll_to:
+            self._scroll_from, self._scroll_to = self.scroll_offset(now), float(target)
+            self._scroll_started = now
+
+    def clear(self) -> None:
+        self.page.clear()
+        self._rendered.clear()
+        self._scroll_from = self._scroll_to = 0.0
+
+    def scroll_offset(self, now: float) -> float:
+        duration = self.settings.scroll_seconds
+        progress = (now - self._scroll_started) / duration if duration > 0 else 1.0
+        return self._scroll_from + (self._scroll_to - self._scroll_from) * ease_in_out(progress)
+
+    def _line_surface(self, index: int) -> pygame.Surface:
+        text = self.page.lines[index]
+        cached = self._rendered.get(index)
+        if cached is None or cached[0] != text:   # only the last line ever changes
+            cached = (text, self.font.render(text, True, self.settings.text_colour))
+            self._rendered[index] = cached
+        return cached[1]
+
+    def draw(self, surface: pygame.Surface, now: float, opacity: float = 1.0) -> None:
+        surface.fill(self.settings.background_colour)
+        alpha = round(255 * min(1.0, max(0.0, opacity)))
+        if alpha == 0:
+            return
+        offset = self.scroll_offset(now)
+        first = max(0, int(offset // self.line_height))
+        last = min(len(self.page.lines), first + self.visible_lines + 2)
+        surface.set_clip(self.area)
+        for index in range(first, last):
+            y = self.area.top + index * self.line_height - offset
+            line = self._line_surface(index)
+            line.set_alpha(alpha)
+            surface.blit(line, (self.area.left, round(y)))
+        surface.set_clip(None)

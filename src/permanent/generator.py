@@ -1,0 +1,184 @@
+"""The model writing: one pass at a time, one token at a time, each with its entropy.
+
+`TextGenerator` is the whole interface the rest of the piece sees, so another backend
+(a remote inference server, llama.cpp) can stand in for `TransformersGenerator` later.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList,
+                          RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                          TopKLogitsWarper, TopPLogitsWarper)
+
+from .config import ModelConfig, TextConfig
+from .entropy import entropy_bits
+from .errors import ModelError
+from .events import TokenEvent
+from .model_store import ModelSource
+from . import voice
+
+# A sentence has ended when the text ends in . ! ? or … , perhaps inside quotes or brackets.
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s*$")
+
+
+class TextGenerator(Protocol):
+    label: str
+
+    def write_pass(self, pass_id: int) -> Iterator[TokenEvent]:
+        """Yield the tokens of one pass; the last one has is_last=True."""
+
+
+def pick_device(wanted: str) -> torch.device:
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"model.device is {wanted!r} but torch sees no CUDA GPU here. "
+                         "Set model.device to auto or cpu in config.yaml.")
+    return torch.device(wanted)
+
+
+class IncrementalDecoder:
+    """Token ids in, text out, never splitting a multi-byte character or a word's space.
+
+    Decodes a short window of recent ids and emits only what is new once it no longer
+    ends in a replacement character (a UTF-8 sequence still waiting for its next byte).
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0   # start of the window
+        self.read = 0     # ids up to here have been emitted
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)
+        before = decode(self.ids[self.prefix:self.read])
+        after = decode(self.ids[self.prefix:])
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return after[len(before):]
+
+
+class TransformersGenerator:
+    """A causal LM from transformers, sampled by a short loop with the KV cache."""
+
+    def __init__(self, source: ModelSource, model_settings: ModelConfig, text: TextConfig):
+        self.label = source.label
+        self.text = text
+        if model_settings.threads:
+            torch.set_num_threads(model_settings.threads)
+        self.device = pick_device(model_settings.device)
+        dtype = getattr(torch, model_settings.dtype)
+        options = dict(local_files_only=True, trust_remote_code=model_settings.trust_remote_code)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                source.location, dtype=dtype, use_safetensors=True, **options)
+        except OSError as e:
+            where = source.location if Path(source.location).is_dir() else \
+                f"the local Hugging Face cache (no download is attempted)"
+            raise ModelError(f"cannot load model {source.label!r} from {where}: {e}. "
+                             "Set model.name in config.yaml to 'embedded', a local folder, "
+                             "or a model id that is already cached.") from None
+        self.model.to(self.device).eval()
+        self.end_ids = self._end_token_ids()
+        self.processors = LogitsProcessorList(
+            [RepetitionPenaltyLogitsProcessor(text.repetition_penalty)]
+            + [TemperatureLogitsWarper(text.temperature)]
+            + ([TopKLogitsWarper(text.top_k)] if text.top_k else [])
+            + ([TopPLogitsWarper(text.top_p)] if text.top_p < 1.0 else []))
+        seed = text.seed if text.seed is not None else random.SystemRandom().randrange(2**31)
+        self.choices = random.Random(seed)                  # which opening
+        self.sampler = torch.Generator(device=self.device).manual_seed(seed)  # which token
+
+    def _end_token_ids(self) -> set[int]:
+        ends = {self.tokenizer.eos_token_id}
+        configured = self.model.generation_config.eos_token_id
+        ends.update(configured if isinstance(configured, list) else [configured])
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
+            ends.add(im_end)
+        return {e for e in ends if e is not None}
+
+    def prompt_ids(self, opening: str) -> tuple[list[int], list[int]]:
+        system = self.text.system_prompt or voice.SYSTEM_PROMPT
+        messages = [{"role": "system", "content": system},
+                    {"role": "user", "content": voice.INVITATION}]
+        if getattr(self.tokenizer, "chat_template", None):
+            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                        tokenize=False)
+        else:  # a plain language model: continue a short preface instead
+            prompt = f"{system}\n\n"
+        prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        opening_ids = self.tokenizer(opening, add_special_tokens=False).input_ids
+        return prompt_ids, opening_ids
+
+    def write_pass(self, pass_id: int) -> Iterator[TokenEvent]:
+        held = None  # one event held back, so the last one can be marked is_last
+        for index, (text, bits) in enumerate(self._pieces()):
+            if held is not None:
+                yield held
+            held = TokenEvent(pass_id, index, text, bits, False)
+        if held is not None:
+            yield replace(held, is_last=True)
+
+    @torch.inference_mode()
+    def _pieces(self) -> Iterator[tuple[str, float]]:
+        openings = self.text.openings or voice.OPENINGS
+        opening = self.choices.choice([o for o in openings if o.strip()]).strip()
+        prompt_ids, opening_ids = self.prompt_ids(opening)
+        ids = torch.tensor([prompt_ids + opening_ids], device=self.device)
+        decoder = IncrementalDecoder(self.tokenizer)
+        # The opening is given, not sampled, but the prefill already says how surprising
+        # each of its tokens was: the logits at position i predict token i + 1.
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=len(opening_ids) + 1)
+        opening_bits = entropy_bits(out.logits[0, :-1]).tolist()
+        cache, logits = out.cache, out.logits[0, -1]
+        count, written, pending_bits = 0, "", 0.0
+
+        def emit(token_id: int, bits: float):
+            nonlocal count, written, pending_bits
+            count += 1
+            pending_bits = max(pending_bits, bits)  # a character split over tokens keeps its peak
+            text = decoder.push(token_id)
+            if not written:
+                text = text.lstrip()
+            if text:
+                written += text
+                piece, pending_bits = (text, pending_bits), 0.0
+                return piece
+            return None
+
+        for token_id, bits in zip(opening_ids, opening_bits):
+            if (piece := emit(token_id, bits)) is not None:
+                yield piece
+        while count < self.text.max_tokens:
+            bits = entropy_bits(logits).item()           # uncertainty before sampling shapes it
+            scores = self.processors(ids, logits[None])  # repetition penalty, temperature, top-k, top-p
+            probs = torch.softmax(scores, dim=-1)
+            next_id = torch.multinomial(probs, 1, generator=self.sampler)  # (1, 1)
+            token_id = int(next_id)
+            if token_id in self.end_ids:
+                return
+            ids = torch.cat([ids, next_id], dim=1)
+            if (piece := emit(token_id, bits)) is not None:
+                yield piece
+                if count >= self.text.min_tokens and _SENTENCE_END.search(written):
+                    return
+            out = self.model(input_ids=next_id, cache=cache, use_cache=True)
+            cache, logits = out.cache, out.logits[0, -1]
+
+
+def load_generator(source: ModelSource, model_settings: ModelConfig,
+                   text: TextConfig) -> TextGenerator:
+    return TransformersGenerator(source, model_settings, text)

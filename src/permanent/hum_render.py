@@ -1,0 +1,64 @@
+"""Render the hum offline, buffer by buffer, on a virtual clock.
+
+`Server(audio="manual")` computes one buffer per `process()` call, so a script of
+timed commands lands on the same sample every time and a minute renders in a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .config import HumConfig
+from .devices import prepare_audio_environment
+from .preset import Preset
+
+
+@dataclass(frozen=True)
+class Cue:
+    """At `seconds`, tell the hum to do `action` ("token", "idle", "fade_out") with `value`."""
+    seconds: float
+    action: str
+    value: float = 0.0
+
+
+def render_hum(preset: Preset, settings: HumConfig, cues: Iterable[Cue], seconds: float,
+               path: Path, sample_rate: int = 48000, buffer_size: int = 256) -> Path:
+    prepare_audio_environment()
+    import pyo
+
+    from .hum import Hum
+
+    server = pyo.Server(sr=sample_rate, nchnls=2, buffersize=buffer_size, duplex=0,
+                        audio="manual").boot()
+    try:
+        # 32-bit integer WAV: exact, and readable by Python's own `wave` module.
+        server.recordOptions(filename=str(path), fileformat=0, sampletype=2)
+        hum = Hum(preset, settings)
+        server.start()
+        hum.start()
+        server.recstart()
+        pending = sorted(cues, key=lambda c: c.seconds)
+        n_buffers = round(seconds * sample_rate / buffer_size)
+        for i in range(n_buffers):
+            now = i * buffer_size / sample_rate
+            while pending and pending[0].seconds <= now:
+                _apply(hum, pending.pop(0))
+            server.process()
+        server.recstop()
+        server.stop()
+    finally:
+        server.shutdown()
+    return Path(path)
+
+
+def _apply(hum, cue: Cue) -> None:
+    if cue.action == "token":
+        hum.show_token(cue.value)
+    elif cue.action == "idle":
+        hum.idle()
+    elif cue.action == "fade_out":
+        hum.fade_out(cue.value)
+    else:
+        raise ValueError(f"unknown hum cue {cue.action!r}")

@@ -1,0 +1,199 @@
+"""Typed YAML: build frozen dataclasses from a YAML file and say exactly where it is wrong.
+
+`config.yaml` and the sound presets share this. Each dataclass field may carry bounds in
+its metadata (`ge`, `gt`, `le`, `lt`); a field with `metadata={"yaml": False}` is not
+read from the file. Errors name the file, the line and the dotted key path, and say what
+would be accepted, because the person reading them is standing at a gallery machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .errors import ConfigError
+
+def load_yaml(cls: type, text: str, source: str) -> Any:
+    """Parse `text` (named `source` in messages) into an instance of dataclass `cls`."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}, line {mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: this is not valid YAML ({e.problem}). "
+                          "Check the indentation and the colon after each key.") from None
+    try:
+        if root is None:  # an empty file means "all defaults"
+            return cls()
+        return _build(cls, root, "", source, loader)
+    finally:
+        loader.dispose()
+
+
+def load_yaml_file(cls: type, path: Path) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file. Pass an existing file with --config, "
+                          "or copy config.yaml from the project.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({e}).") from None
+    return load_yaml(cls, text, str(path))
+
+
+def line_of(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+class _Fail(Exception):
+    def __init__(self, node: yaml.Node, message: str):
+        self.node, self.message = node, message
+
+
+def _fail(node, path, source, message) -> ConfigError:
+    key = path or "(top level)"
+    return ConfigError(f"{source}, line {line_of(node)}: {key}: {message}")
+
+
+def _build(tp, node, path, source, loader):
+    try:
+        return _value(tp, node, path, source, loader)
+    except _Fail as f:
+        raise _fail(f.node, path, source, f.message) from None
+
+
+def _describe(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "a whole number"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a text"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0])}s"
+    if origin is tuple:
+        return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+    if dataclasses.is_dataclass(tp):
+        return "a section of keys"
+    return str(tp)
+
+
+def _got(node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a section of keys"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return repr(node.value) if node.tag != "tag:yaml.org,2002:null" else "null (empty)"
+
+
+def _value(tp, node, path, source, loader):
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _section(tp, node, path, source, loader)
+    if origin in (Union, types.UnionType):
+        if type(None) in args and node.tag == "tag:yaml.org,2002:null":
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _value(option, node, path, source, loader)
+            except (_Fail, ConfigError):
+                continue
+        raise _Fail(node, f"expected {_describe(tp)}, got {_got(node)}.")
+    if origin is list:
+        if not isinstance(node, yaml.SequenceNode):
+            raise _Fail(node, f"expected {_describe(tp)}, got {_got(node)}.")
+        return [_build(args[0], item, f"{path}[{i}]", source, loader)
+                for i, item in enumerate(node.value)]
+    if origin is tuple:
+        if not isinstance(node, yaml.SequenceNode) or len(node.value) != len(args):
+            raise _Fail(node, f"expected {_describe(tp)}, got {_got(node)}.")
+        return tuple(_build(a, item, f"{path}[{i}]", source, loader)
+                     for i, (a, item) in enumerate(zip(args, node.value)))
+    if not isinstance(node, yaml.ScalarNode):
+        raise _Fail(node, f"expected {_describe(tp)}, got {_got(node)}.")
+    value = loader.construct_object(node)
+    if origin is Literal:
+        if value not in args:
+            raise _Fail(node, f"expected {_describe(tp)}, got {_got(node)}.")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (tp in (int, float) and isinstance(value, bool)) or not isinstance(value, tp):
+        raise _Fail(node, f"expected {_describe(tp)}, got {_got(node)}.")
+    return value
+
+
+def _section(cls, node, path, source, loader):
+    if not isinstance(node, yaml.MappingNode):
+        raise _Fail(node, f"expected a section of keys, got {_got(node)}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("yaml", True)}
+    values: dict[str, Any] = {}
+    key_nodes: dict[str, yaml.Node] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), fields, n=1)
+            fix = f"did you mean '{hint[0]}'?" if hint else \
+                f"the keys here are: {', '.join(fields)}."
+            raise _fail(key_node, key_path, source, f"unknown key; {fix}")
+        if key in values:
+            raise _fail(key_node, key_path, source, "this key appears twice; keep one.")
+        value = _build(hints[key], value_node, key_path, source, loader)
+        _check_bounds(fields[key], value, value_node, key_path, source)
+        values[key], key_nodes[key] = value, key_node
+    instance = cls(**values)
+    check = getattr(instance, "validate", None)
+    if check is not None:
+        problem = check()
+        if problem is not None:
+            key, message = problem
+            anchor = key_nodes.get(key, node)
+            raise _fail(anchor, f"{path}.{key}" if path else key, source, message)
+    return instance
+
+
+def _check_bounds(field, value, node, path, source):
+    meta = field.metadata
+    if value is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    checks = [("ge", value >= meta.get("ge", value), "at least"),
+              ("gt", "gt" not in meta or value > meta["gt"], "greater than"),
+              ("le", value <= meta.get("le", value), "at most"),
+              ("lt", "lt" not in meta or value < meta["lt"], "less than")]
+    for name, ok, words in checks:
+        if not ok:
+            raise _fail(node, path, source,
+                        f"must be {words} {meta[name]} (got {value}).{_range_hint(meta)}")
+
+
+def _range_hint(meta) -> str:
+    low = meta.get("ge", meta.get("gt"))
+    high = meta.get("le", meta.get("lt"))
+    if low is not None and high is not None:
+        return f" Use a value from {low} to {high}."
+    return ""
+
+
+def bounded(default, *, ge=None, gt=None, le=None, lt=None, **extra):
+    """A dataclass field with a default and numeric bounds checked at load time."""
+    meta = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt).items() if v is not None}
+    meta.update(extra)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
