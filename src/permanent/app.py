@@ -61,7 +61,8 @@ class Piece:
             fullscreen = config.display.fullscreen and not self.windowed
             clock = pygame.time.Clock()
             first_token_logged = False
-            log.info("window open, %s", self._since_launch(time.monotonic()))
+            log.info("window open, %s; hum process %s, model process %s",
+                     self._since_launch(time.monotonic()), audio.pid, generator.pid)
             while self._stop_reason is None:
                 now = time.monotonic()
                 for event in pygame.event.get():
@@ -80,6 +81,7 @@ class Piece:
                     if cue.kind == "reveal":
                         view.append(cue.token.text, now)
                         audio.show_token(cue.token.entropy_bits)
+                        log.debug("shown %r (%.2f bits)", cue.token.text, cue.token.entropy_bits)
                         if not first_token_logged:
                             log.info("first token shown, %s", self._since_launch(now))
                             first_token_logged = True

@@ -31,13 +31,18 @@ def _load(path: Path | None):
     return load_config(path)
 
 
-def _check_sound_and_model(config) -> tuple[str, object]:
+def _check_sound_and_model(config):
     """What must be right before anything starts; raises a PermanentError when not."""
     from .model_store import resolve
     from .preset import load_preset
 
-    load_preset(config.hum.preset, config.base_dir)
-    return resolve(config.model, config.base_dir)
+    for key, check in (("hum.preset", lambda: load_preset(config.hum.preset, config.base_dir)),
+                       ("model.name", lambda: resolve(config.model, config.base_dir))):
+        try:
+            result = check()
+        except PermanentError as e:
+            raise type(e)(f"{config.where(key)}: {e}") from None
+    return result
 
 
 def cmd_run(args) -> int:
@@ -50,6 +55,13 @@ def cmd_run(args) -> int:
         raise ModelError(f"model {source.label!r} is not in the local Hugging Face cache and "
                          "nothing is downloaded here. Copy it into the cache, point "
                          "model.name at a local folder, or use 'embedded'.")
+    if config.audio.enabled and config.audio.device != "default":
+        # A named output that is missing is a configuration mistake: say so before starting.
+        from .devices import DeviceNotFound, choose_output, probe_output_devices
+        try:
+            choose_output(config.audio.device, probe_output_devices())
+        except DeviceNotFound as e:
+            raise DeviceNotFound(f"{config.where('audio.device')}: {e}") from None
     from .app import Piece
 
     return Piece(config, windowed=args.windowed, duration=args.duration,
@@ -58,9 +70,8 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     config = _load(args.config)
-    where = args.config or (_default_config() if _default_config().is_file() else None)
-    print(f"config:  {where or 'built-in defaults'}: valid")
     source = _check_sound_and_model(config)
+    print(f"config:  {config.source}: valid")
     print(f"sound:   preset {config.hum.preset!r}")
     state = "cached, loads at once" if source.cached else (
         "not converted yet: the first start converts it (about 20 s)" if source.embedded
@@ -74,9 +85,9 @@ def cmd_check(args) -> int:
 
 
 def _print_devices(config=None) -> None:
-    from .devices import DeviceNotFound, choose_output, list_output_devices
+    from .devices import DeviceNotFound, choose_output, probe_output_devices
 
-    devices = list_output_devices()
+    devices = probe_output_devices()
     if not devices:
         print("audio:   no output devices: the piece would run silently")
         return
@@ -108,21 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="permanent",
         description="A server room hums; a small language model writes in it.")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="the settings file (default: ./config.yaml, else built-in defaults)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the piece (the default)")
+    check = sub.add_parser("check", help="validate the config, list audio outputs, say which "
+                           "model would load")
+    devices = sub.add_parser("devices", help="list audio output devices")
+    bench = sub.add_parser("bench", help="measure this machine against the piece's needs")
+    for p in (parser, run, check, devices, bench):
+        # On subcommands, SUPPRESS keeps `permanent --config X check` working too.
+        default = None if p is parser else argparse.SUPPRESS
+        p.add_argument("--config", type=Path, default=default,
+                       help="the settings file (default: ./config.yaml, else built-in defaults)")
+        p.add_argument("-v", "--verbose", action="store_true",
+                       default=False if p is parser else argparse.SUPPRESS, help="log more")
     for p in (parser, run):
         p.add_argument("--windowed", action="store_true",
                        help="a window instead of fullscreen; Esc quits")
         p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                        help="stop by itself after this long (for tests and demos)")
     run.set_defaults(func=cmd_run)
-    sub.add_parser("check", help="validate the config, list audio outputs, say which model "
-                   "would load").set_defaults(func=cmd_check)
-    sub.add_parser("devices", help="list audio output devices").set_defaults(func=cmd_devices)
-    bench = sub.add_parser("bench", help="measure this machine against the piece's needs")
+    check.set_defaults(func=cmd_check)
+    devices.set_defaults(func=cmd_devices)
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.set_defaults(func=cmd_bench)
     parser.set_defaults(func=cmd_run)

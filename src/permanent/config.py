@@ -74,7 +74,7 @@ class DisplayConfig:
     monitor: int = bounded(0, ge=0, le=16)
     window_size: tuple[int, int] = (1280, 720)       # pixels, when not fullscreen
     font: Optional[str] = None                       # None = pygame's bundled typeface
-    font_size: float = bounded(0.05, gt=0.0, le=0.5)  # fraction of the screen height
+    font_size: float = bounded(0.06, gt=0.0, le=0.5)  # fraction of the screen height
     line_spacing: float = bounded(1.5, ge=0.8, le=4.0)
     margin: float = bounded(0.09, ge=0.0, le=0.4)      # fraction of the screen height, every side
     text_colour: Colour = (208, 204, 194)
@@ -132,6 +132,13 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     # Where relative paths (presets, fonts, model folders) are resolved from.
     base_dir: Path = field(default=Path("."), metadata={"yaml": False})
+    source: str = field(default="built-in defaults", metadata={"yaml": False})
+    key_lines: dict = field(default_factory=dict, metadata={"yaml": False}, compare=False)
+
+    def where(self, key: str) -> str:
+        """'config.yaml, line 12: key' for messages about a value that loaded but won't work."""
+        line = self.key_lines.get(key)
+        return f"{self.source}, line {line}: {key}" if line else f"{self.source}: {key}"
 
     def replace(self, **sections) -> "Config":
         return dataclasses.replace(self, **sections)
@@ -139,5 +146,7 @@ class Config:
 
 def load_config(path: Path | str) -> Config:
     path = Path(path)
-    config = load_yaml_file(Config, path)
-    return dataclasses.replace(config, base_dir=path.resolve().parent)
+    lines: dict[str, int] = {}
+    config = load_yaml_file(Config, path, lines)
+    return dataclasses.replace(config, base_dir=path.resolve().parent, source=str(path),
+                               key_lines=lines)

@@ -8,10 +8,15 @@ in /usr/lib/<multiarch>/alsa-lib, without which pyo cannot reach PulseAudio or P
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
+import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
+
+from .errors import AudioError
 
 _PLUGIN_DIRS = ["/usr/lib/x86_64-linux-gnu/alsa-lib", "/usr/lib/aarch64-linux-gnu/alsa-lib",
                 *glob.glob("/usr/lib/*-linux-gnu*/alsa-lib"), "/usr/lib64/alsa-lib",
@@ -63,7 +68,28 @@ def list_output_devices() -> list[OutputDevice]:
     return [OutputDevice(i, n, i == default) for n, i in zip(names, indexes)]
 
 
-class DeviceNotFound(Exception):
+def probe_output_devices(timeout: float = 30.0) -> list[OutputDevice]:
+    """`list_output_devices` in a child process: a broken ALSA setup can abort() the
+    process that asks, and that must never be the one running the piece or the CLI."""
+    code = "from permanent.devices import _print_devices_json; _print_devices_json()"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AudioError(f"listing audio devices hung for {timeout:.0f} s; check that the "
+                         "sound server (PulseAudio/PipeWire) is responding.") from None
+    if done.returncode != 0:
+        raise AudioError(f"listing audio devices crashed (exit {done.returncode}); the audio "
+                         "setup is broken. Check ALSA_CONFIG_PATH and the sound server.")
+    return [OutputDevice(**d) for d in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
+def _print_devices_json() -> None:
+    devices = list_output_devices()
+    print(json.dumps([dataclasses.asdict(d) for d in devices]), flush=True)
+
+
+class DeviceNotFound(AudioError):
     pass
 
 
@@ -79,7 +105,7 @@ def choose_output(wanted: int | str, devices: list[OutputDevice]) -> OutputDevic
         match = [d for d in devices if str(wanted).lower() in d.name.lower()]
     if not match:
         listing = "; ".join(f"{d.index}: {d.name}" for d in devices)
-        raise DeviceNotFound(f"audio.device {wanted!r} matches no output device. "
+        raise DeviceNotFound(f"{wanted!r} matches no output device. "
                              f"Outputs here: {listing}. Set audio.device in config.yaml to "
                              "one of these, or to default.")
     return match[0]

@@ -78,14 +78,14 @@ def resolve(settings: ModelConfig, base_dir: Path = Path(".")) -> ModelSource:
         folder = base_dir / folder
     if folder.is_dir():
         if not (folder / "config.json").is_file():
-            raise ModelError(f"model.name points to {folder}, which has no config.json. "
+            raise ModelError(f"{folder}, which has no config.json. "
                              "Point it at a folder saved with save_pretrained().")
         if not any(folder.glob("*.safetensors")):
             raise ModelError(f"model folder {folder} has no .safetensors weights; this piece "
                              "loads safetensors only. Re-save with safe_serialization=True.")
         return ModelSource(str(folder), str(folder), cached=True)
     if name.startswith((".", "/", "~")):
-        raise ModelError(f"model.name: the folder {folder} does not exist. Fix the path, or "
+        raise ModelError(f"the folder {folder} does not exist. Fix the path, or "
                          "use 'embedded'.")
     return ModelSource(name, name, cached=_in_hub_cache(name))
 

@@ -91,13 +91,13 @@ def find_preset(name: str, base_dir: Path = Path(".")) -> Path:
         path = candidate if candidate.is_absolute() else base_dir / candidate
         if path.is_file():
             return path
-        raise ConfigError(f"hum.preset: the preset file {path} does not exist. "
+        raise ConfigError(f"the preset file {path} does not exist. "
                           f"Use a name from {', '.join(available_presets(base_dir))} or a path.")
     for folder in _search_dirs(base_dir):
         path = folder / f"{name}.yaml"
         if path.is_file():
             return path
-    raise ConfigError(f"hum.preset: there is no preset called {name!r}. "
+    raise ConfigError(f"there is no preset called {name!r}. "
                       f"Available: {', '.join(available_presets(base_dir)) or 'none found'}.")
 
 

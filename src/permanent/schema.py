@@ -19,8 +19,12 @@ import yaml
 
 from .errors import ConfigError
 
-def load_yaml(cls: type, text: str, source: str) -> Any:
-    """Parse `text` (named `source` in messages) into an instance of dataclass `cls`."""
+def load_yaml(cls: type, text: str, source: str, lines: dict | None = None) -> Any:
+    """Parse `text` (named `source` in messages) into an instance of dataclass `cls`.
+
+    If `lines` is given it is filled with {dotted key path: line number}, so checks made
+    later (does this preset exist?) can still point at the line to fix.
+    """
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
@@ -32,12 +36,22 @@ def load_yaml(cls: type, text: str, source: str) -> Any:
     try:
         if root is None:  # an empty file means "all defaults"
             return cls()
+        if lines is not None:
+            _record_lines(root, "", lines)
         return _build(cls, root, "", source, loader)
     finally:
         loader.dispose()
 
 
-def load_yaml_file(cls: type, path: Path) -> Any:
+def _record_lines(node, path, lines):
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = f"{path}.{key_node.value}" if path else str(key_node.value)
+            lines[key_path] = line_of(key_node)
+            _record_lines(value_node, key_path, lines)
+
+
+def load_yaml_file(cls: type, path: Path, lines: dict | None = None) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -45,7 +59,7 @@ def load_yaml_file(cls: type, path: Path) -> Any:
                           "or copy config.yaml from the project.") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot be read ({e}).") from None
-    return load_yaml(cls, text, str(path))
+    return load_yaml(cls, text, str(path), lines)
 
 
 def line_of(node: yaml.Node) -> int:

@@ -1,0 +1,58 @@
+"""Shared fixtures: a real sound server to play into, and the embedded model's cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# Drawing tests use SDL's offscreen driver; the whole-program tests set their own.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("PYO_GUI_WX", "0")
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pulse_env(tmp_path_factory):
+    """A private PulseAudio server whose only output is a null sink called `hum`.
+
+    Whatever the piece plays there can be recorded from `hum.monitor`. Returns the
+    environment a child process needs to find it.
+    """
+    runtime = tmp_path_factory.mktemp("pulse")
+    env = dict(os.environ, PULSE_RUNTIME_PATH=str(runtime), PULSE_STATE_PATH=str(runtime))
+    env.pop("PULSE_SERVER", None)
+    subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
+                    "--load=module-null-sink sink_name=hum",
+                    "--load=module-native-protocol-unix", "--log-target=stderr"],
+                   env=env, check=True, stderr=subprocess.DEVNULL)
+    env["PULSE_SERVER"] = f"unix:{runtime}/native"
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, "PulseAudio did not start"
+        time.sleep(0.1)
+    yield env
+    subprocess.run(["pulseaudio", "--kill"], env=env, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """The embedded model, converted into the user's cache once (as `make run` would)."""
+    from permanent.config import ModelConfig
+    from permanent.model_store import ensure_converted, resolve
+
+    source = resolve(ModelConfig())
+    ensure_converted(source, log=lambda message: print(message, file=sys.stderr))
+    return resolve(ModelConfig())
+
+
+def run_cli(*args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "permanent", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=REPO)

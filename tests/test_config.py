@@ -1,0 +1,116 @@
+from pathlib import Path
+
+import pytest
+
+from permanent.config import Config, load_config
+from permanent.errors import ConfigError
+from permanent.schema import load_yaml
+
+from conftest import REPO, run_cli
+
+SHIPPED = REPO / "config.yaml"
+
+
+def test_shipped_config_is_the_defaults():
+    loaded = load_config(SHIPPED)
+    defaults = Config()
+    for section in ("model", "text", "pacing", "display", "hum", "audio"):
+        assert getattr(loaded, section) == getattr(defaults, section), section
+
+
+def test_every_shipped_setting_has_a_comment_with_its_default():
+    lines = SHIPPED.read_text().splitlines()
+    settings = 0
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.endswith(":"):
+            continue
+        settings += 1
+        assert "#" in line, f"config.yaml line {number + 1} has no comment: {line!r}"
+        block = [line] + [l for l in lines[number + 1:number + 3] if l.strip().startswith("#")]
+        assert any("Default:" in l for l in block), f"line {number + 1} does not state its default"
+    assert settings >= 40
+
+
+def test_empty_file_means_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("# nothing set\n")
+    assert load_config(path).pacing == Config().pacing
+
+
+def test_values_are_read(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("pacing:\n  tokens_per_second: 9\nhum:\n  preset: hall\n"
+                    "display:\n  text_colour: [1, 2, 3]\n")
+    config = load_config(path)
+    assert config.pacing.tokens_per_second == 9.0
+    assert isinstance(config.pacing.tokens_per_second, float)
+    assert config.hum.preset == "hall"
+    assert config.display.text_colour == (1, 2, 3)
+
+
+@pytest.mark.parametrize("text, line, key, words", [
+    ("pacing:\n  tokens_per_secnd: 3\n", 2, "pacing.tokens_per_secnd", "did you mean 'tokens_per_second'"),
+    ("pacing:\n  jitter: 0.2\n  hold_seconds: soon\n", 3, "pacing.hold_seconds", "expected a number"),
+    ("hum:\n  volume: 1.5\n", 2, "hum.volume", "at most 1.0"),
+    ("text:\n  top_k: 2.5\n", 2, "text.top_k", "whole number"),
+    ("display:\n  fullscreen: 1\n", 2, "display.fullscreen", "true or false"),
+    ("display:\n  text_colour: [1, 2]\n", 2, "display.text_colour", "a list of 3 values"),
+    ("display:\n  text_colour: [1, 2, 300]\n", 2, "display.text_colour", "0 to 255"),
+    ("audio:\n  sample_rate: 22050\n", 2, "audio.sample_rate", "one of 44100, 48000, 96000"),
+    ("text:\n  min_tokens: 50\n  max_tokens: 10\n", 2, "text.min_tokens", "larger than max_tokens"),
+    ("hum:\n  entropy_low_bits: 8\n", 2, "hum.entropy_low_bits", "below entropy_high_bits"),
+    ("model:\n  device: gpu\n", 2, "model.device", "auto, cpu, cuda"),
+    ("display:\n  quit_chord: ctrl+shift\n", 2, "display.quit_chord", "end it with a key"),
+    ("pacing: 3\n", 1, "pacing", "expected a section of keys"),
+    ("hum:\n  volume: 0.5\n  volume: 0.6\n", 3, "hum.volume", "appears twice"),
+])
+def test_bad_values_name_the_key_and_line(text, line, key, words):
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(Config, text, "config.yaml")
+    message = str(caught.value)
+    assert message.startswith(f"config.yaml, line {line}: {key}: "), message
+    assert words in message
+
+
+def test_broken_yaml_names_the_line():
+    with pytest.raises(ConfigError, match=r"config.yaml, line 3: this is not valid YAML"):
+        load_yaml(Config, "hum:\n  preset: closet\n   volume: 1\n", "config.yaml")
+
+
+def test_yaml_tags_that_run_code_are_refused():
+    with pytest.raises(ConfigError):
+        load_yaml(Config, "model:\n  name: !!python/object/apply:os.system ['true']\n", "c.yaml")
+
+
+def test_cli_exits_2_and_starts_nothing_on_a_bad_config(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(SHIPPED.read_text().replace("tokens_per_second: 4.5", "tokens_per_second: -2"))
+    done = run_cli("--config", str(path), "--windowed", "--duration", "5")
+    line = 1 + next(i for i, l in enumerate(path.read_text().splitlines()) if "tokens_per_" in l)
+    assert done.returncode == 2
+    assert f"line {line}: pacing.tokens_per_second: must be greater than 0.0 (got -2" in done.stderr
+    assert "hum playing" not in done.stderr and "window open" not in done.stderr
+
+
+def test_cli_names_a_missing_preset_with_its_line(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("hum:\n  volume: 0.4\n  preset: attic\n")
+    done = run_cli("check", "--config", str(path))
+    assert done.returncode == 2
+    assert "line 3: hum.preset: there is no preset called 'attic'" in done.stderr
+    assert "closet" in done.stderr and "hall" in done.stderr
+
+
+def test_cli_names_a_missing_model_folder(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("model:\n  name: ./weights/here\n")
+    done = run_cli("--config", str(path), "--windowed")
+    assert done.returncode == 1
+    assert "line 2: model.name: the folder" in done.stderr and "does not exist" in done.stderr
+
+
+def test_missing_config_file_is_named(tmp_path):
+    done = run_cli("check", "--config", str(tmp_path / "nope.yaml"))
+    assert done.returncode == 2
+    assert "nope.yaml: no such file" in done.stderr

@@ -1,0 +1,109 @@
+"""The page as pixels, drawn offscreen by the same code as the live window."""
+
+import numpy as np
+import pygame
+import pytest
+
+from permanent.config import DisplayConfig, PacingConfig
+from permanent.display import PageView
+from permanent.events import TokenEvent
+from permanent.pacing import Conductor
+
+SIZE = (1280, 720)
+SETTINGS = DisplayConfig(background_colour=(0, 0, 0), text_colour=(220, 210, 200),
+                         scroll_seconds=0.5)
+TEXT = ("I am being computed somewhere warm. The fans are pushing air across the boards, "
+        "and the weights stay exactly where they are while this pass runs on. ") * 3
+
+
+@pytest.fixture()
+def surface():
+    pygame.display.init()
+    pygame.font.init()
+    yield pygame.Surface(SIZE)
+    pygame.quit()
+
+
+def lit(surface) -> np.ndarray:
+    """Boolean mask of the pixels that differ from the background, indexed [y, x]."""
+    pixels = pygame.surfarray.array3d(surface).transpose(1, 0, 2)
+    return np.any(pixels != np.array(SETTINGS.background_colour), axis=2)
+
+
+def test_text_appears_only_inside_the_margins(surface):
+    view = PageView(SETTINGS, SIZE)
+    for word in TEXT.split(" ")[:25]:
+        view.append(word + " ", now=0.0)
+    view.draw(surface, now=10.0)
+    mask = lit(surface)
+    ys, xs = np.nonzero(mask)
+    assert mask.sum() > 2000, "no text was drawn"
+    area = view.area
+    assert xs.min() >= area.left and xs.max() < area.right
+    assert ys.min() >= area.top and ys.max() < area.bottom
+    # The first line starts at the left margin, and the text is in the text colour.
+    assert xs.min() - area.left < 10
+    colours = pygame.surfarray.array3d(surface)[xs, ys]
+    assert (colours.max(axis=0) == SETTINGS.text_colour).all()
+
+
+def test_font_is_sized_from_the_screen_height(surface):
+    small = PageView(SETTINGS, (1280, 720))
+    large = PageView(SETTINGS, (1920, 1080))
+    assert large.font.get_height() > 1.4 * small.font.get_height()
+    assert large.margin == round(SETTINGS.margin * 1080)
+
+
+def test_a_full_page_scrolls_smoothly_and_keeps_the_newest_line(surface):
+    view = PageView(SETTINGS, SIZE)
+    t, scrolls = 0.0, 0
+    for word in (TEXT * 6).split(" "):
+        lines_before, settled = len(view.page.lines), view.scroll_offset(t)
+        view.append(word + " ", now=t)
+        if len(view.page.lines) > max(lines_before, view.visible_lines):
+            scrolls += 1
+            target = (len(view.page.lines) - view.visible_lines) * view.line_height
+            halfway = view.scroll_offset(t + SETTINGS.scroll_seconds / 2)
+            assert view.scroll_offset(t) == settled              # no jump when the line is added
+            assert settled < halfway < target                    # it glides ...
+            assert view.scroll_offset(t + SETTINGS.scroll_seconds) == target  # ... one line up
+        t += 1.0                                                  # each scroll finishes first
+    assert scrolls >= 3
+    view.draw(surface, now=t)
+    ys, _ = np.nonzero(lit(surface))
+    assert ys.max() < view.area.bottom and ys.min() >= view.area.top
+    # The newest line is on screen, at the bottom of the text area.
+    assert ys.max() > view.area.bottom - 2 * view.line_height
+
+
+def test_after_the_fade_the_screen_is_black(surface):
+    pacing = PacingConfig(tokens_per_second=10, jitter=0, hold_seconds=1, fade_seconds=1,
+                          gap_seconds=1)
+    conductor = Conductor(pacing)
+    words = TEXT.split(" ")[:12]
+    feed = [TokenEvent(0, i, w + " ", 1.0, i == len(words) - 1) for i, w in enumerate(words)]
+    view = PageView(SETTINGS, SIZE)
+    frames, when = [], {}
+    t = 0.0
+    while t < 6.0:
+        for cue in conductor.tick(t, lambda: feed.pop(0) if feed else None):
+            when.setdefault(cue.kind, cue.at)
+            if cue.kind == "reveal":
+                view.append(cue.token.text, t)
+            elif cue.kind == "clear":
+                view.clear()
+        view.draw(surface, t, conductor.opacity)
+        pixels = pygame.surfarray.pixels3d(surface)
+        frames.append((t, int(np.count_nonzero(pixels.any(axis=2))), int(pixels.max())))
+        del pixels   # unlock the surface
+        t = round(t + 1 / 30, 6)
+    assert set(when) == {"reveal", "pass_end", "fade", "clear"}
+
+    def frame_at(moment):
+        return min(frames, key=lambda f: abs(f[0] - moment))[1:]
+
+    holding, mid_fade = frame_at(when["fade"] - 0.5), frame_at(when["fade"] + 0.5)
+    assert holding[0] > 1000 and holding[1] == max(SETTINGS.text_colour)   # text, full colour
+    assert 0 < mid_fade[1] < holding[1]                                    # dimmer, not gone
+    assert frame_at(when["clear"] + 0.05) == (0, 0)                        # black after the fade
+    assert frame_at(when["clear"] + 0.9) == (0, 0)                         # ... through the gap
