@@ -22,13 +22,18 @@ from .typesetting import Page
 def open_screen(settings: DisplayConfig, windowed: bool) -> pygame.Surface:
     """Open the window (fullscreen unless `windowed`) or say clearly why there is none."""
     fullscreen = settings.fullscreen and not windowed
+    no_display = ("no display to draw on ({}). Set DISPLAY to the screen that should show the "
+                  "piece (for example DISPLAY=:0), or start it from the desktop session; "
+                  "--windowed opens a window instead of going fullscreen.")
     try:
         pygame.display.init()
     except pygame.error as e:
-        raise DisplayError(
-            f"no display to draw on ({e}). Set DISPLAY to the screen that should show the "
-            "piece (for example DISPLAY=:0), or start it from the desktop session; "
-            "run with --windowed to open it in a window instead of fullscreen.") from None
+        raise DisplayError(no_display.format(e)) from None
+    driver = pygame.display.get_driver()
+    if driver in ("offscreen", "dummy") and os.environ.get("SDL_VIDEODRIVER") != driver:
+        # SDL falls back to drawing into memory when it finds no screen: nobody would see it.
+        pygame.display.quit()
+        raise DisplayError(no_display.format(f"SDL found only its {driver} driver"))
     pygame.display.set_caption("permanent")
     try:
         if fullscreen:

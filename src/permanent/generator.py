@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 import torch
+import transformers
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList,
                           RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
                           TopKLogitsWarper, TopPLogitsWarper)
@@ -80,6 +81,7 @@ class TransformersGenerator:
         self.device = pick_device(model_settings.device)
         dtype = getattr(torch, model_settings.dtype)
         options = dict(local_files_only=True, trust_remote_code=model_settings.trust_remote_code)
+        transformers.utils.logging.disable_progress_bar()   # a cached load takes a second
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
             self.model = AutoModelForCausalLM.from_pretrained(

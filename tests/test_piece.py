@@ -1,0 +1,149 @@
+"""The whole program, headless: real processes, a real sound server, real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+class Running:
+    """`permanent` in a child process, its log read line by line as it happens."""
+
+    def __init__(self, env, *args):
+        env = dict(env, SDL_VIDEODRIVER="dummy", PYTHONUNBUFFERED="1")
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "permanent", "-v", *args], cwd=REPO, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[tuple[float, str]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stderr:
+            self.lines.append((time.monotonic() - self.started, line.rstrip()))
+
+    def wait_for(self, pattern: str, timeout: float = 120.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, line in list(self.lines):
+                if found := re.search(pattern, line):
+                    return found
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r}; log:\n{self.log}")
+
+    def count(self, pattern: str) -> int:
+        return sum(1 for _, line in list(self.lines) if re.search(pattern, line))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def terminate(self) -> float:
+        sent = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=10)
+        return time.monotonic() - sent
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def sink_inputs(env) -> str:
+    return subprocess.run(["pactl", "list", "short", "sink-inputs"], env=env,
+                          capture_output=True, text=True).stdout
+
+
+def test_the_piece_runs_hums_writes_and_stops_on_sigterm(pulse_env, embedded_model):
+    piece = Running(pulse_env)   # fullscreen, as in a gallery
+    try:
+        pids = piece.wait_for(r"hum process (\d+), model process (\d+)")
+        hum_pid, model_pid = int(pids[1]), int(pids[2])
+        hum_at = float(piece.wait_for(r"hum playing on .*, ([\d.]+) s after launch")[1])
+        assert hum_at < 2.0, "the hum must be audible within 2 s of launch"
+        assert sink_inputs(pulse_env).strip(), "pyo is not playing into the sound server"
+        first_at = float(piece.wait_for(r"first token shown, ([\d.]+) s after launch")[1])
+        assert hum_at < first_at
+        assert alive(hum_pid) and alive(model_pid)
+        deadline = time.monotonic() + 20
+        while piece.count(r"shown '") < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert piece.count(r"shown '") >= 10, piece.log
+        assert alive(hum_pid), "the hum stopped while the model wrote"
+        took = piece.terminate()
+        assert took < 2.0 and piece.process.returncode == 0, piece.log
+        assert not alive(hum_pid) and not alive(model_pid)
+        assert "Traceback" not in piece.log
+    finally:
+        piece.kill()
+
+
+def test_without_an_audio_device_it_runs_silently_with_one_warning(embedded_model):
+    env = dict(os.environ, PULSE_SERVER="unix:/nonexistent/socket")   # no sound server
+    piece = Running(env, "--windowed")
+    try:
+        piece.wait_for(r"first token shown")
+        piece.wait_for(r"shown '")
+        assert piece.count(r"no audio output device found") == 1
+        assert piece.process.poll() is None
+        took = piece.terminate()
+        assert took < 2.0 and piece.process.returncode == 0, piece.log
+        assert "Traceback" not in piece.log and "Segmentation" not in piece.log
+    finally:
+        piece.kill()
+
+
+def test_no_display_is_a_clear_error():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.pop("SDL_VIDEODRIVER", None)
+    env["PULSE_SERVER"] = "unix:/nonexistent/socket"
+    done = subprocess.run([sys.executable, "-m", "permanent"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "no display to draw on" in done.stderr
+    assert "DISPLAY" in done.stderr and "--windowed" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_missing_named_audio_device_stops_before_anything_starts(pulse_env, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("audio:\n  device: Scarlett 2i2\n")
+    done = subprocess.run([sys.executable, "-m", "permanent", "--config", str(config)],
+                          cwd=REPO, env=dict(pulse_env, SDL_VIDEODRIVER="dummy"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "line 2: audio.device: 'Scarlett 2i2' matches no output device" in done.stderr
+    assert "pulse" in done.stderr and "window open" not in done.stderr
+
+
+def test_devices_and_check_list_the_sound_server(pulse_env):
+    done = subprocess.run([sys.executable, "-m", "permanent", "devices"], cwd=REPO,
+                          env=pulse_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "pulse" in done.stdout and "(default)" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "permanent", "check"], cwd=REPO,
+                          env=pulse_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "config.yaml: valid" in done.stdout and "<- used" in done.stdout
+    assert "SmolLM2-135M-Instruct" in done.stdout
