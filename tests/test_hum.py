@@ -10,7 +10,7 @@ from permanent.fans import blade_pass_hz, rpm_for_speed, semitones, speed_from_e
 from permanent.hum_render import Cue, render_hum
 from permanent.preset import available_presets, load_preset
 
-from audio_analysis import mono, peak_hz, read_wav, rms, window
+from permanent.audio_analysis import mono, peak_hz, read_wav, rms, window
 
 SETTINGS = HumConfig(spin_up_seconds=0.3, spin_down_seconds=0.5, fade_in_seconds=1.0,
                      fade_out_seconds=0.8)
@@ -25,11 +25,7 @@ def cues():
 
 
 def predicted_hz(preset, bits):
-    if bits is None:
-        rpm = preset.rpm.idle
-    else:
-        speed = speed_from_entropy(bits, SETTINGS.entropy_low_bits, SETTINGS.entropy_high_bits)
-        rpm = rpm_for_speed(speed, preset.rpm.low, preset.rpm.high)
+    rpm = preset.rpm.idle if bits is None else preset.rpm_for_entropy(bits, SETTINGS)
     return preset.lead_blade_pass_hz(rpm)
 
 
@@ -119,3 +115,17 @@ def test_blade_pass_arithmetic():
     assert rpm_for_speed(0.0, 2000, 4000) == 2000 and rpm_for_speed(1.0, 2000, 4000) == 4000
     assert speed_from_entropy(-3, 1, 7) == 0.0 and speed_from_entropy(99, 1, 7) == 1.0
     assert semitones(440, 880) == pytest.approx(12.0)
+
+
+def test_bench_measures_the_fan_tone_from_a_render():
+    from permanent.bench import measure_hum
+    from permanent.config import Config
+
+    result = measure_hum(Config())
+    closet = load_preset("closet")
+    settings = Config().hum
+    for bits, key in ((1.0, "blade_pass_hz_at_1_bit"), (7.0, "blade_pass_hz_at_7_bits")):
+        expected = closet.lead_blade_pass_hz(closet.rpm_for_entropy(bits, settings))
+        assert abs(result[key] - expected) / expected < 0.02
+    assert result["semitones_1_to_7_bits"] >= 3.0
+    assert 0 < result["cpu_share_of_one_core"] < 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 import pyo
 
 from .config import HumConfig
-from .fans import rpm_for_speed, speed_from_entropy
 from .preset import Preset
 
 
@@ -67,13 +66,8 @@ class Hum:
         self.set_volume(self.settings.volume, self.settings.fade_in_seconds)
         return self
 
-    def rpm_for_entropy(self, bits: float) -> float:
-        s = self.settings
-        speed = speed_from_entropy(bits, s.entropy_low_bits, s.entropy_high_bits)
-        return rpm_for_speed(speed, self.preset.rpm.low, self.preset.rpm.high)
-
     def show_token(self, entropy_bits: float) -> None:
-        self._target_rpm.value = self.rpm_for_entropy(entropy_bits)
+        self._target_rpm.value = self.preset.rpm_for_entropy(entropy_bits, self.settings)
 
     def idle(self) -> None:
         self._target_rpm.value = self.preset.rpm.idle

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .config import HumConfig
 from .errors import ConfigError
-from .fans import blade_pass_hz
+from .fans import blade_pass_hz, rpm_for_speed, speed_from_entropy
 from .schema import bounded, load_yaml_file
 
 
@@ -78,6 +79,11 @@ class Preset:
 
     def lead_blade_pass_hz(self, rpm: float) -> float:
         return blade_pass_hz(rpm * self.lead.detune, self.lead.blades)
+
+    def rpm_for_entropy(self, bits: float, settings: HumConfig) -> float:
+        """The fan controller: the RPM a token of `bits` entropy asks for."""
+        speed = speed_from_entropy(bits, settings.entropy_low_bits, settings.entropy_high_bits)
+        return rpm_for_speed(speed, self.rpm.low, self.rpm.high)
 
 
 def _search_dirs(base_dir: Path) -> list[Path]:

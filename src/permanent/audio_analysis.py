@@ -1,4 +1,4 @@
-"""Measuring rendered or recorded audio: read a WAV, find a tone, look for clicks."""
+"""Measuring audio: read a WAV, find a tone, take levels. Used by `bench` and the tests."""
 
 from __future__ import annotations
 
