@@ -107,3 +107,30 @@ def test_after_the_fade_the_screen_is_black(surface):
     assert 0 < mid_fade[1] < holding[1]                                    # dimmer, not gone
     assert frame_at(when["clear"] + 0.05) == (0, 0)                        # black after the fade
     assert frame_at(when["clear"] + 0.9) == (0, 0)                         # ... through the gap
+
+
+def test_quit_keys_ignore_a_visitors_stray_keys(surface):
+    from permanent.keys import QuitKeys
+
+    def key(k, mod=0):
+        return pygame.event.Event(pygame.KEYDOWN, key=k, mod=mod)
+
+    chord_mods = pygame.KMOD_LCTRL | pygame.KMOD_LSHIFT
+    fullscreen = QuitKeys("ctrl+shift+q", fullscreen=True)
+    assert fullscreen.reason(key(pygame.K_ESCAPE)) is None
+    assert fullscreen.reason(key(pygame.K_q)) is None
+    assert fullscreen.reason(key(pygame.K_q, pygame.KMOD_LCTRL)) is None
+    assert fullscreen.reason(key(pygame.K_a, chord_mods)) is None
+    assert fullscreen.reason(key(pygame.K_q, chord_mods)) == "quit chord"
+    windowed = QuitKeys("ctrl+shift+q", fullscreen=False)
+    assert windowed.reason(key(pygame.K_ESCAPE)) == "Esc"
+    assert windowed.reason(pygame.event.Event(pygame.QUIT)) == "window closed"
+    assert QuitKeys("alt+F12", fullscreen=True).reason(key(pygame.K_F12, pygame.KMOD_RALT))
+
+
+def test_a_resized_window_keeps_the_text(surface):
+    view = PageView(SETTINGS, SIZE)
+    view.append(TEXT, 0.0)
+    wider = view.resized((1920, 1080), 0.0)
+    assert wider.page.text.replace("\n", " ").split() == view.page.text.replace("\n", " ").split()
+    assert len(wider.page.lines) < len(view.page.lines) * 1.2

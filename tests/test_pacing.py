@@ -108,3 +108,14 @@ def test_waiting_for_the_first_token_shows_an_empty_page():
 def test_easing_has_flat_ends():
     assert ease_in_out(0) == 0 and ease_in_out(1) == 1 and ease_in_out(0.5) == pytest.approx(0.5)
     assert ease_in_out(0.01) < 0.001 and ease_in_out(-1) == 0 and ease_in_out(2) == 1
+
+
+def test_an_interrupted_pass_fades_at_once():
+    conductor = Conductor(STEADY)
+    feed = tokens(0, ["Cut", " off", " here", " and"])[:3]   # no last token: the model died
+    cues, _ = run(conductor, feed, until=1.0)
+    assert [c.kind for c in cues] == ["reveal"] * 3
+    cut = conductor.interrupt(1.0)
+    assert [(c.kind, c.at) for c in cut] == [("pass_end", 1.0)]
+    assert [(c.kind, c.at) for c in conductor.tick(1.01, lambda: None)] == [("fade", 1.0)]
+    assert conductor.interrupt(1.5) == []   # only a pass being written can be cut

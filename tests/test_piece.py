@@ -100,6 +100,34 @@ def test_the_piece_runs_hums_writes_and_stops_on_sigterm(pulse_env, embedded_mod
         piece.kill()
 
 
+def test_a_killed_model_process_is_restarted_while_the_hum_plays(pulse_env, embedded_model,
+                                                                 tmp_path):
+    config = tmp_path / "config.yaml"   # recovery, not the gallery's slow fade, is measured
+    config.write_text("pacing:\n  fade_seconds: 2\n  gap_seconds: 1\n")
+    piece = Running(pulse_env, "--windowed", "--config", str(config))
+    try:
+        pids = piece.wait_for(r"hum process (\d+), model process (\d+)")
+        hum_pid, model_pid = int(pids[1]), int(pids[2])
+        piece.wait_for(r"first token shown")
+        os.kill(model_pid, signal.SIGKILL)
+        killed = time.monotonic() - piece.started
+        piece.wait_for(r"model process died \(exit code -9\); restarting")
+        new_pid = int(piece.wait_for(r"model process restarted \(pid (\d+)\)")[1])
+        assert new_pid != model_pid and alive(hum_pid)
+        deadline = time.monotonic() + 30
+        new_tokens = []
+        while not new_tokens and time.monotonic() < deadline:
+            readies = [t for t, line in piece.lines if "model ready" in line]
+            if len(readies) == 2:   # the restarted model has loaded: what shows next is its
+                new_tokens = [t for t, line in piece.lines if "shown '" in line and t > readies[1]]
+            time.sleep(0.1)
+        assert new_tokens and new_tokens[0] - killed < 10.0, piece.log   # within 10 s
+        assert alive(hum_pid) and piece.process.poll() is None
+        assert piece.terminate() < 2.0 and piece.process.returncode == 0
+    finally:
+        piece.kill()
+
+
 def test_without_an_audio_device_it_runs_silently_with_one_warning(embedded_model):
     env = dict(os.environ, PULSE_SERVER="unix:/nonexistent/socket")   # no sound server
     piece = Running(env, "--windowed")

@@ -42,8 +42,8 @@ class Piece:
     def run(self) -> int:
         from .audio_process import AudioProcess
         from .display import PageView, open_screen, pygame
-        from .generator_process import GeneratorProcess
-        from .keys import held_modifiers, parse_chord
+        from .generator_process import ModelSupervisor
+        from .keys import QuitKeys
         from .pacing import Conductor
 
         config = self.config
@@ -51,42 +51,42 @@ class Piece:
         previous = {sig: signal.signal(sig, lambda *_: self.request_stop("signal"))
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         audio = AudioProcess(config, status).start()     # the room first
-        generator = None
+        model = None
         try:
             screen = open_screen(config.display, self.windowed)
-            generator = GeneratorProcess(config, status).start()
+            model = ModelSupervisor(config, status).start()
             view = PageView(config.display, screen.get_size(), config.base_dir)
             conductor = Conductor(config.pacing, random.Random(config.text.seed))
-            chord = parse_chord(config.display.quit_chord)
-            fullscreen = config.display.fullscreen and not self.windowed
+            quit_keys = QuitKeys(config.display.quit_chord,
+                                 config.display.fullscreen and not self.windowed)
             clock = pygame.time.Clock()
-            first_token_logged = False
+            shown = 0
             log.info("window open, %s; hum process %s, model process %s",
-                     self._since_launch(time.monotonic()), audio.pid, generator.pid)
+                     self._since_launch(time.monotonic()), audio.pid, model.process.pid)
             while self._stop_reason is None:
                 now = time.monotonic()
                 for event in pygame.event.get():
-                    if event.type == pygame.QUIT:
-                        self.request_stop("window closed")
-                    elif event.type == pygame.KEYDOWN:
-                        name = pygame.key.name(event.key)
-                        if not fullscreen and event.key == pygame.K_ESCAPE:
-                            self.request_stop("Esc")
-                        elif chord.matches(name, held_modifiers(event.mod)):
-                            self.request_stop("quit chord")
+                    if reason := quit_keys.reason(event):
+                        self.request_stop(reason)
                     elif event.type == pygame.VIDEORESIZE:
-                        view = self._relayout(view, screen, config)
-                self._read_status(status, audio, generator)
-                for cue in conductor.tick(now, generator.take):
+                        view = view.resized(screen.get_size(), now)
+                self._read_status(status, audio, model)
+                if not model.watch(now) and self._failure is None:
+                    self._fail("the model's process ended before the model loaded; see the "
+                               "messages above.", "model process died")
+                cues = conductor.tick(now, model.take)
+                if model.pass_interrupted():
+                    cues += conductor.interrupt(now)
+                for cue in cues:
                     if cue.kind == "reveal":
                         view.append(cue.token.text, now)
                         audio.show_token(cue.token.entropy_bits)
                         log.debug("shown %r (%.2f bits)", cue.token.text, cue.token.entropy_bits)
-                        if not first_token_logged:
+                        shown += 1
+                        if shown == 1:
                             log.info("first token shown, %s", self._since_launch(now))
-                            first_token_logged = True
                     elif cue.kind == "pass_end":
-                        audio.idle()
+                        audio.idle()   # between passes the fans settle
                         log.info("pass %s ended", conductor.pass_id)
                     elif cue.kind == "clear":
                         view.clear()
@@ -98,8 +98,8 @@ class Piece:
             log.info("stopping (%s)", self._stop_reason)
         finally:
             audio.stop(config.hum.fade_out_seconds)
-            if generator is not None:
-                generator.stop()
+            if model is not None:
+                model.stop()
             pygame.quit()
             status.cancel_join_thread()
             for sig, handler in previous.items():
@@ -108,15 +108,12 @@ class Piece:
             raise self._failure
         return 0
 
-    def _relayout(self, view, screen, config):
-        from .display import PageView
+    def _fail(self, message: str, reason: str, exit_code: int = 1) -> None:
+        self._failure = PermanentError(message)
+        self._failure.exit_code = exit_code
+        self.request_stop(reason)
 
-        text = view.page.text
-        view = PageView(config.display, screen.get_size(), config.base_dir)
-        view.append(text, time.monotonic())
-        return view
-
-    def _read_status(self, status: mp.Queue, audio, generator) -> None:
+    def _read_status(self, status: mp.Queue, audio, model) -> None:
         while True:
             try:
                 news: Status = status.get_nowait()
@@ -125,19 +122,14 @@ class Piece:
             if news.kind == "playing":
                 log.info("hum playing on %s, %s", news.message, self._since_launch(news.seconds))
             elif news.kind == "ready":
+                model.ready()
                 log.info("model ready: %s, %s", news.message, self._since_launch(news.seconds))
             elif news.kind == "silent":
                 log.warning("%s", news.message)
                 audio.silent = True
             elif news.kind == "error":
-                code = 2 if news.source == "audio" else 1
-                self._failure = PermanentError(news.message)
-                self._failure.exit_code = code
-                self.request_stop(f"{news.source} failed")
+                self._fail(news.message, f"{news.source} failed",
+                           exit_code=2 if news.source == "audio" else 1)
         if not audio.silent and audio.pid is not None and not audio.is_alive():
             log.warning("the hum's process ended unexpectedly; the piece goes on in silence")
             audio.silent = True
-        if generator.pid is not None and not generator.is_alive() and self._failure is None:
-            self._failure = PermanentError("the model's process ended unexpectedly; "
-                                           "see the messages above.")
-            self.request_stop("model process died")

@@ -72,7 +72,7 @@ class PageView:
     """Lays out and draws one page of text on a surface of a given size."""
 
     def __init__(self, settings: DisplayConfig, size: tuple[int, int], base_dir: Path = Path(".")):
-        self.settings = settings
+        self.settings, self.base_dir = settings, base_dir
         width, height = size
         self.margin = round(settings.margin * height)
         self.font = load_font(settings, max(8, round(settings.font_size * height)), base_dir)
@@ -91,6 +91,12 @@ class PageView:
         if target != self._scroll_to:
             self._scroll_from, self._scroll_to = self.scroll_offset(now), float(target)
             self._scroll_started = now
+
+    def resized(self, size: tuple[int, int], now: float) -> "PageView":
+        """The same text laid out again for a window of a new size."""
+        view = PageView(self.settings, size, self.base_dir)
+        view.append(self.page.text, now)
+        return view
 
     def clear(self) -> None:
         self.page.clear()

@@ -41,3 +41,24 @@ def held_modifiers(mod_state: int) -> set[str]:
     names = {"ctrl": pygame.KMOD_CTRL, "shift": pygame.KMOD_SHIFT,
              "alt": pygame.KMOD_ALT, "meta": pygame.KMOD_META}
     return {name for name, mask in names.items() if mod_state & mask}
+
+
+class QuitKeys:
+    """Which key presses end the piece: Esc in a window; only the chord in fullscreen."""
+
+    def __init__(self, chord_text: str, fullscreen: bool):
+        self.chord = parse_chord(chord_text)
+        self.fullscreen = fullscreen
+
+    def reason(self, event) -> str | None:
+        import pygame
+
+        if event.type == pygame.QUIT:
+            return "window closed"
+        if event.type != pygame.KEYDOWN:
+            return None
+        if not self.fullscreen and event.key == pygame.K_ESCAPE:
+            return "Esc"
+        if self.chord.matches(pygame.key.name(event.key), held_modifiers(event.mod)):
+            return "quit chord"
+        return None

@@ -123,9 +123,18 @@ class Conductor:
             self._due = at + token_delay(token, self.pacing, self.rng)
         return True
 
-    def _end_pass(self, at, cues):
+    def interrupt(self, now: float) -> list[Cue]:
+        """The model stopped mid-pass (it died): fade what is there now, without the hold."""
+        if self.phase is not Phase.WRITING or self.pass_id is None:
+            return []
+        cues: list[Cue] = []
+        self._end_pass(now, cues, hold=0.0)
+        return cues
+
+    def _end_pass(self, at, cues, hold=None):
         cues.append(Cue("pass_end", at))
-        self.phase, self._phase_end = Phase.HOLDING, at + self.pacing.hold_seconds
+        hold = self.pacing.hold_seconds if hold is None else hold
+        self.phase, self._phase_end = Phase.HOLDING, at + hold
 
     def _advance(self, cues):
         at = self._phase_end
