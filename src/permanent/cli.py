@@ -115,6 +115,28 @@ def cmd_bench(args) -> int:
     return run_bench(_load(args.config), args.config, as_json=args.json, cold=not args.warm_only)
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 1280x720") from None
+    if width < 64 or height < 64 or width % 2 or height % 2:
+        raise argparse.ArgumentTypeError("the size must be even and at least 64x64")
+    return width, height
+
+
+def cmd_render(args) -> int:
+    from .render import render
+
+    config = _load(args.config)
+    _check_sound_and_model(config)
+    result = render(config, args.seconds, args.out, seed=args.seed, size=args.size,
+                    fps=args.fps)
+    print(f"{'interrupted: ' if result.interrupted else ''}rendered {result.seconds:.1f} s "
+          f"({result.tokens} tokens) into {result.out}")
+    return 130 if result.interrupted else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="permanent",
@@ -125,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "model would load")
     devices = sub.add_parser("devices", help="list audio output devices")
     bench = sub.add_parser("bench", help="measure this machine against the piece's needs")
-    for p in (parser, run, check, devices, bench):
+    render = sub.add_parser("render", help="record the piece offline: hum.wav, video, "
+                            "tokens.jsonl, contact sheet, spectrogram")
+    for p in (parser, run, check, devices, bench, render):
         # On subcommands, SUPPRESS keeps `permanent --config X check` working too.
         default = None if p is parser else argparse.SUPPRESS
         p.add_argument("--config", type=Path, default=default,
@@ -144,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warm-only", action="store_true",
                        help="skip the launch with an empty model cache (saves ~25 s)")
     bench.set_defaults(func=cmd_bench)
+    render.add_argument("--seconds", type=float, required=True, help="length of the piece to render")
+    render.add_argument("--out", type=Path, required=True, help="folder to write into")
+    render.add_argument("--seed", type=int, default=0, help="same seed, same render (default 0)")
+    render.add_argument("--size", type=_size, default=(1280, 720), metavar="WxH",
+                        help="frame size (default 1280x720)")
+    render.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
+    render.set_defaults(func=cmd_render)
     parser.set_defaults(func=cmd_run)
     return parser
 

@@ -67,10 +67,20 @@ class Hum:
         return self
 
     def show_token(self, entropy_bits: float) -> None:
-        self._target_rpm.value = self.preset.rpm_for_entropy(entropy_bits, self.settings)
+        self._aim(self.preset.rpm_for_entropy(entropy_bits, self.settings))
 
     def idle(self) -> None:
-        self._target_rpm.value = self.preset.rpm.idle
+        self._aim(self.preset.rpm.idle)
+
+    def _aim(self, rpm: float) -> None:
+        # Port picks rise or fall by comparing the new target with the old one, not with
+        # where the fan is now; a fan still slowing down towards a lower target would then
+        # take the spin-up time. Choose from the actual speed, as a motor would.
+        tau = (self.settings.spin_up_seconds if rpm > self.rpm.get()
+               else self.settings.spin_down_seconds)
+        self.rpm.setRiseTime(tau)
+        self.rpm.setFallTime(tau)
+        self._target_rpm.value = rpm
 
     def set_volume(self, volume: float, seconds: float = 0.5) -> None:
         self.master.time = max(seconds, 0.005)

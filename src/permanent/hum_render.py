@@ -24,7 +24,8 @@ class Cue:
 
 
 def render_hum(preset: Preset, settings: HumConfig, cues: Iterable[Cue], seconds: float,
-               path: Path, sample_rate: int = 48000, buffer_size: int = 256) -> Path:
+               path: Path, sample_rate: int = 48000, buffer_size: int = 256,
+               seed: int = 1) -> Path:
     prepare_audio_environment()
     import pyo
 
@@ -33,6 +34,7 @@ def render_hum(preset: Preset, settings: HumConfig, cues: Iterable[Cue], seconds
     server = pyo.Server(sr=sample_rate, nchnls=2, buffersize=buffer_size, duplex=0,
                         audio="manual").boot()
     try:
+        server.setGlobalSeed(seed)   # the same noise every time, however many renders ran before
         # 32-bit integer WAV: exact, and readable by Python's own `wave` module.
         server.recordOptions(filename=str(path), fileformat=0, sampletype=2)
         hum = Hum(preset, settings)

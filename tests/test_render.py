@@ -1,0 +1,99 @@
+"""`permanent render`: the offline twin of the piece, measured."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from permanent.audio_analysis import mono, read_wav
+from permanent.config import Config
+from permanent.preset import load_preset
+from permanent.render import FanTrack, render
+
+pytestmark = pytest.mark.slow
+SECONDS = 45.0
+
+
+def fan_trajectory(tokens, preset, settings, seconds, step=0.01):
+    """The lead fan's blade-pass frequency over time, re-simulated from tokens.jsonl."""
+    fan = FanTrack(preset.rpm.idle, settings.spin_up_seconds, settings.spin_down_seconds)
+    events = [(t["t"], t["target_rpm"]) for t in tokens]
+    events += [(t["t"] + 1e-9, preset.rpm.idle) for t in tokens if t["last"]]
+    events.sort()
+    times = np.arange(0, seconds, step)
+    hz, i = [], 0
+    for now in times:
+        while i < len(events) and events[i][0] <= now:
+            fan.aim(*events[i])
+            i += 1
+        hz.append(preset.lead_blade_pass_hz(fan.rpm_at(now)))
+    return times, np.array(hz)
+
+
+def tone_centroid(signal, rate, around):
+    """Power-weighted mean frequency within 6% of `around`: where a gliding tone sat."""
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(len(signal)), n=len(signal) * 4)) ** 2
+    freqs = np.fft.rfftfreq(len(signal) * 4, 1 / rate)
+    band = (freqs > around * 0.94) & (freqs < around * 1.06)
+    return float((freqs[band] * spectrum[band]).sum() / spectrum[band].sum())
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory, embedded_model):
+    out = tmp_path_factory.mktemp("render")
+    result = render(Config(), SECONDS, out, seed=3, progress=False)
+    return out, result
+
+
+def test_render_writes_every_file(rendered):
+    out, result = rendered
+    assert not result.interrupted and result.seconds == SECONDS and result.tokens > 20
+    for name in ("hum.wav", "tokens.jsonl", "contact.png", "spectrogram.png"):
+        assert (out / name).stat().st_size > 1000, name
+    samples, rate = read_wav(out / "hum.wav")
+    assert rate == 48000 and samples.shape[1] == 2 and abs(len(samples) / rate - SECONDS) < 0.05
+    assert shutil.which("ffmpeg"), "CI installs ffmpeg; the video path must be tested"
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                            "stream=codec_type,width,height:format=duration", "-of", "json",
+                            str(out / "piece.mp4")], capture_output=True, text=True, check=True)
+    info = json.loads(probe.stdout)
+    kinds = sorted(s["codec_type"] for s in info["streams"])
+    assert kinds == ["audio", "video"]
+    assert abs(float(info["format"]["duration"]) - SECONDS) < 0.2
+    lines = [json.loads(l) for l in open(out / "tokens.jsonl", encoding="utf-8")]
+    assert set(lines[0]) >= {"t", "pass", "text", "entropy_bits", "fan_rpm", "blade_pass_hz"}
+    assert all(a["t"] <= b["t"] for a, b in zip(lines, lines[1:]))
+
+
+def test_fan_tone_follows_tokens_jsonl_in_every_second(rendered):
+    out, _ = rendered
+    config = Config()
+    preset = load_preset(config.hum.preset)
+    tokens = [json.loads(l) for l in open(out / "tokens.jsonl", encoding="utf-8")]
+    times, expected = fan_trajectory(tokens, preset, config.hum, SECONDS)
+    # The re-simulation agrees with what the render wrote at each token.
+    for t in tokens:
+        k = int(round(t["t"] / 0.01))
+        assert abs(expected[k] - t["blade_pass_hz"]) / t["blade_pass_hz"] < 0.01
+    signal, rate = read_wav(out / "hum.wav")
+    signal = mono(signal)
+    worst = 0.0
+    for second in range(1, int(SECONDS)):
+        mean = expected[(times >= second) & (times < second + 1)].mean()
+        measured = tone_centroid(signal[second * rate:(second + 1) * rate], rate, mean)
+        error = abs(measured - mean) / mean
+        worst = max(worst, error)
+        assert error < 0.02, (second, measured, mean)
+    print(f"worst one-second deviation from tokens.jsonl: {100 * worst:.2f} %")
+
+
+def test_same_seed_same_render(tmp_path, embedded_model):
+    a, b = tmp_path / "a", tmp_path / "b"
+    render(Config(), 12.0, a, seed=11, progress=False)
+    render(Config(), 12.0, b, seed=11, progress=False)
+    assert (a / "tokens.jsonl").read_bytes() == (b / "tokens.jsonl").read_bytes()
+    assert np.array_equal(read_wav(a / "hum.wav")[0], read_wav(b / "hum.wav")[0])
+    render(Config(), 12.0, c := tmp_path / "c", seed=12, progress=False)
+    assert (a / "tokens.jsonl").read_bytes() != (c / "tokens.jsonl").read_bytes()
