@@ -30,7 +30,7 @@ def pulse_env(tmp_path_factory):
     env = dict(os.environ, PULSE_RUNTIME_PATH=str(runtime), PULSE_STATE_PATH=str(runtime))
     env.pop("PULSE_SERVER", None)
     subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
-                    "--load=module-null-sink sink_name=hum",
+                    "--load=module-null-sink sink_name=hum rate=48000 channels=2",
                     "--load=module-native-protocol-unix", "--log-target=stderr"],
                    env=env, check=True, stderr=subprocess.DEVNULL)
     env["PULSE_SERVER"] = f"unix:{runtime}/native"
@@ -40,6 +40,24 @@ def pulse_env(tmp_path_factory):
         time.sleep(0.1)
     yield env
     subprocess.run(["pulseaudio", "--kill"], env=env, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def xvfb_env():
+    """A virtual X screen of 1280x720, as a gallery's monitor would be a real one."""
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x720x24",
+                               "-nolisten", "tcp", "-ac"], pass_fds=(write,),
+                              stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        display = pipe.readline().strip()
+    assert display, "Xvfb did not start"
+    env = dict(os.environ, DISPLAY=f":{display}")
+    env.pop("SDL_VIDEODRIVER", None)
+    yield env
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

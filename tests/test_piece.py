@@ -20,8 +20,10 @@ pytestmark = pytest.mark.slow
 class Running:
     """`permanent` in a child process, its log read line by line as it happens."""
 
-    def __init__(self, env, *args):
-        env = dict(env, SDL_VIDEODRIVER="dummy", PYTHONUNBUFFERED="1")
+    def __init__(self, env, *args, on_screen: bool = False):
+        env = dict(env, PYTHONUNBUFFERED="1")
+        if not on_screen:
+            env["SDL_VIDEODRIVER"] = "dummy"   # draw offscreen
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "permanent", "-v", *args], cwd=REPO, env=env,

@@ -68,6 +68,18 @@ def measure_hum(config: Config) -> dict:
             "cpu_share_of_one_core": round(cpu / length, 4)}
 
 
+def measure_render(config: Config, seconds: float = 30.0) -> dict:
+    """`permanent render` at 1280x720, 30 fps: seconds of piece per wall-clock second."""
+    from .render import render
+
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.monotonic()
+        render(config, seconds, Path(folder), seed=0, progress=False)
+        wall = time.monotonic() - started
+    return {"seconds": seconds, "wall_seconds": round(wall, 1),
+            "speed": round(seconds / wall, 2)}
+
+
 def measure_startup(config_path: Path | None, cold: bool, seconds: float = 40.0) -> dict:
     """Launch the whole piece headless and read its own timings from its log."""
     env = dict(os.environ, SDL_VIDEODRIVER=os.environ.get("SDL_VIDEODRIVER", "dummy"))
@@ -96,6 +108,7 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
                "date": time.strftime("%Y-%m-%d"),
                "generator": measure_generator(config),
                "hum": measure_hum(config),
+               "render": measure_render(config),
                "startup": [measure_startup(config_path, cold=False)]}
     if cold:
         results["startup"].insert(0, measure_startup(config_path, cold=True))
@@ -112,6 +125,9 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
           f"{h['blade_pass_hz_at_7_bits']} Hz at 7 bits = {h['semitones_1_to_7_bits']} "
           f"semitones ({h['preset']})")
     print(f"  hum CPU           {100 * h['cpu_share_of_one_core']:.1f} % of one core")
+    r = results["render"]
+    print(f"  render            {r['speed']}x real time ({r['seconds']:.0f} s of piece in "
+          f"{r['wall_seconds']} s, 1280x720 at 30 fps)")
     for s in results["startup"]:
         hum = "silent (no audio device)" if s["silent"] else f"{s['hum_seconds']} s"
         print(f"  launch, {s['cache']} cache  hum {hum}, first token {s['first_token_seconds']} s")

@@ -1,0 +1,140 @@
+"""The live piece through a real sound server and a real X server, measured from outside."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from permanent.audio_analysis import mono, peak_hz, read_wav, rms
+from permanent.fans import semitones
+from permanent.preset import load_preset
+
+from test_piece import Running
+
+pytestmark = pytest.mark.slow
+
+FAST_PASSES = """\
+text:
+  min_tokens: 25
+  max_tokens: 45
+pacing:
+  tokens_per_second: 6
+  hold_seconds: 1.5
+  fade_seconds: 1.5
+  gap_seconds: 1
+hum:
+  preset: {preset}
+  fade_in_seconds: 1.0
+"""
+
+
+def quiet_hiss_preset(tmp_path):
+    """The closet without its white-noise hiss, so a dropout's edge would stand out."""
+    text = (load_preset.__globals__["find_preset"]("closet")).read_text()
+    path = tmp_path / "closet-no-hiss.yaml"
+    path.write_text(text.replace("hiss_level: 0.025", "hiss_level: 0.0"))
+    return path
+
+
+def test_what_a_visitor_hears(pulse_env, embedded_model, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(FAST_PASSES.format(preset=quiet_hiss_preset(tmp_path)))
+    wav = tmp_path / "room.wav"
+    fmt = ["--rate=48000", "--channels=2", "--format=s16le"]
+    # A stream of zeros keeps the null sink running, so the recording follows the clock.
+    keep_running = subprocess.Popen(["pacat", "--device=hum", "--raw", *fmt],
+                                    stdin=open("/dev/zero", "rb"), env=pulse_env)
+    recorder = subprocess.Popen(["parec", "-d", "hum.monitor", *fmt, "--file-format=wav",
+                                 str(wav)], env=pulse_env)
+    recording_started = time.monotonic()
+    time.sleep(0.5)
+    piece = Running(pulse_env, "--config", str(config))
+    try:
+        piece.wait_for(r"first token shown")
+        time.sleep(14)                       # a few passes, with the model generating
+        shown = piece.count(r"shown '")
+        sigterm = time.monotonic()
+        assert piece.terminate() < 2.0 and piece.process.returncode == 0
+        time.sleep(1.0)
+    finally:
+        piece.kill()
+        recorder.send_signal(signal.SIGINT)   # parec writes its WAV header on SIGINT
+        recorder.wait(timeout=10)
+        keep_running.kill()
+    samples, rate = read_wav(wav)
+    signal_ = mono(samples)
+    launched = piece.started - recording_started
+    ended = sigterm - recording_started
+    at = lambda seconds: int(seconds * rate)
+    assert shown > 20
+
+    # Audible within 2 s of launch, measured at the sound server (output latency included).
+    audible = np.flatnonzero(np.abs(signal_) > 1e-3)
+    first = audible[audible > at(launched)][0] / rate - launched
+    assert first < 2.0
+    assert rms(signal_[at(launched + first):at(launched + first + 1.0)]) > 0.005
+    # Its level within the configured range: below the volume, well above the floor.
+    steady = signal_[at(launched + first + 1.0):at(ended)]
+    assert 0.01 < rms(steady) and np.abs(steady).max() <= 0.5
+    # No dropouts while the model generates: no 10 ms of digital silence, no jumps.
+    silent = np.all(samples[at(launched + first):at(ended)] == 0, axis=1)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], silent, [0]])))
+    runs = edges[1::2] - edges[::2]
+    dropouts = int(np.sum(runs > at(0.010)))
+    jumps = np.abs(np.diff(steady))
+    print(f"hum audible {first:.2f} s after launch; dropouts: {dropouts}; "
+          f"largest sample-to-sample jump {jumps.max():.4f}")
+    assert dropouts == 0
+    assert jumps.max() < 0.06   # about 3x the largest step of the steady hum
+    # The fan tone moves as tokens of different entropy are shown.
+    preset = load_preset("closet")
+    low, high = preset.lead_blade_pass_hz(preset.rpm.idle), preset.lead_blade_pass_hz(preset.rpm.high)
+    peaks = [peak_hz(signal_[at(t):at(t + 0.5)], rate, low * 0.95, high * 1.05)
+             for t in np.arange(launched + 3.0, ended - 0.5, 0.5)]
+    assert semitones(min(peaks), max(peaks)) > 2.0, peaks
+    # SIGTERM: a fade, not a click.
+    end = audible[-1] / rate
+    assert end - ended < 1.2                         # the 0.8 s fade, and a little latency
+    before = rms(signal_[at(ended - 0.6):at(ended - 0.1)])
+    tail = signal_[at(end - 0.1):at(end) + 1]
+    assert rms(tail) < 0.2 * before                  # it was fading, not cut
+    assert np.abs(signal_[at(end):at(end) + at(0.05)]).max() < 0.01   # and it ends quietly
+
+
+def screenshot(env, path):
+    subprocess.run(["import", "-window", "root", str(path)], env=env, check=True,
+                   timeout=30)
+    import pygame
+    image = pygame.image.load(str(path))
+    return pygame.surfarray.array3d(image).transpose(1, 0, 2)   # [y, x, rgb]
+
+
+def test_what_a_visitor_sees(xvfb_env, embedded_model, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(FAST_PASSES.format(preset="closet").replace("gap_seconds: 1",
+                                                                  "gap_seconds: 6"))
+    env = dict(xvfb_env, PULSE_SERVER="unix:/nonexistent/socket")   # sight only
+    piece = Running(env, "--config", str(config), on_screen=True)   # fullscreen
+    try:
+        piece.wait_for(r"first token shown")
+        deadline = time.monotonic() + 20
+        while piece.count(r"shown '") < 12 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pixels = screenshot(env, tmp_path / "during.png")
+        assert pixels.shape[:2] == (720, 1280)       # fullscreen on the X screen
+        lit = np.any(pixels > 0, axis=2)
+        ys, xs = np.nonzero(lit)
+        margin = round(0.09 * 720)
+        assert lit.sum() > 1500
+        assert xs.min() >= margin and xs.max() < 1280 - margin
+        assert ys.min() >= margin and ys.max() < 720 - margin
+        piece.wait_for(r"pass \d+ ended", timeout=60)
+        time.sleep(1.5 + 1.5 + 1.0)                  # hold, fade, and into the gap
+        after = screenshot(env, tmp_path / "after.png")
+        assert after.max() == 0, "the screen is not black after the fade"
+    finally:
+        piece.kill()
