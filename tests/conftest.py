@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +15,11 @@ import pytest
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("PYO_GUI_WX", "0")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+# Logs and archives of test runs go to a scratch folder, not the user's own; the model
+# cache stays shared, so the embedded model is converted once per machine.
+_SCRATCH = tempfile.mkdtemp(prefix="permanent-tests-")
+os.environ["XDG_DATA_HOME"] = os.path.join(_SCRATCH, "data")
+os.environ["XDG_STATE_HOME"] = os.path.join(_SCRATCH, "state")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,6 +74,25 @@ def embedded_model():
     source = resolve(ModelConfig())
     ensure_converted(source, log=lambda message: print(message, file=sys.stderr))
     return resolve(ModelConfig())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, embedded_model):
+    """A two-layer model with random weights and the embedded model's tokenizer: it writes
+    nonsense, fast, which is all a soak or a restart test needs of it."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model.location)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=1)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def run_cli(*args, env=None, timeout=60):

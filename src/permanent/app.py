@@ -2,17 +2,22 @@
 
 The main thread belongs to pygame. Each frame it reads input and the children's news,
 asks the Conductor what is due, tells the hum about the token now on screen, and draws.
+Around that loop: opening hours, edits to config.yaml, the archive of finished passes,
+and systemd's watchdog.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import multiprocessing as mp
 import queue
 import random
 import signal
 import time
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
 
 from .config import Config
 from .errors import PermanentError
@@ -24,11 +29,15 @@ _CONTEXT = mp.get_context("spawn")
 
 class Piece:
     def __init__(self, config: Config, windowed: bool = False,
-                 duration: Optional[float] = None, launched: Optional[float] = None):
+                 duration: Optional[float] = None, launched: Optional[float] = None,
+                 config_path: Optional[Path] = None,
+                 wall_clock: Callable[[], dt.datetime] = dt.datetime.now):
         self.config = config
         self.windowed = windowed
         self.duration = duration
         self.launched = launched if launched is not None else time.monotonic()
+        self.config_path = config_path
+        self.wall_clock = wall_clock   # for opening hours; injected by tests
         self._stop_reason: Optional[str] = None
         self._failure: Optional[PermanentError] = None
 
@@ -40,18 +49,24 @@ class Piece:
         return f"{t - self.launched:.2f} s after launch"
 
     def run(self) -> int:
-        from .audio_process import AudioProcess
+        from .archive import PassArchive, default_path, pass_record
+        from .audio_process import HumSupervisor
+        from .config_watch import ConfigWatcher
         from .display import PageView, open_screen, pygame
         from .generator_process import ModelSupervisor
+        from .hours import is_open
         from .keys import QuitKeys
         from .pacing import Conductor
+        from .supervision import SystemdNotifier
+        from .voice import INVITATION, SYSTEM_PROMPT
 
         config = self.config
         status: mp.Queue = _CONTEXT.Queue(maxsize=64)
         previous = {sig: signal.signal(sig, lambda *_: self.request_stop("signal"))
                     for sig in (signal.SIGTERM, signal.SIGINT)}
-        audio = AudioProcess(config, status).start()     # the room first
-        model = None
+        notifier = SystemdNotifier()
+        hum = HumSupervisor(config, status).start()     # the room first
+        model = archive = None
         try:
             screen = open_screen(config.display, self.windowed)
             model = ModelSupervisor(config, status).start()
@@ -59,37 +74,73 @@ class Piece:
             conductor = Conductor(config.pacing, random.Random(config.text.seed))
             quit_keys = QuitKeys(config.display.quit_chord,
                                  config.display.fullscreen and not self.windowed)
+            watcher = ConfigWatcher(self.config_path) \
+                if self.config_path and config.care.watch_config else None
+            if config.care.archive:
+                archive = PassArchive(Path(config.care.archive_file or default_path()),
+                                      int(config.care.archive_megabytes * 2**20), backups=5)
+            pending: Optional[Config] = None
+            on_screen: list = []     # the tokens of the pass being shown, for the archive
+            is_open_now, next_hours_check = True, 0.0
             clock = pygame.time.Clock()
             shown = 0
+            notifier.ready()
             log.info("window open, %s; hum process %s, model process %s",
-                     self._since_launch(time.monotonic()), audio.pid, model.process.pid)
+                     self._since_launch(time.monotonic()), hum.pid, model.process.pid)
             while self._stop_reason is None:
                 now = time.monotonic()
+                notifier.alive(now)
                 for event in pygame.event.get():
                     if reason := quit_keys.reason(event):
                         self.request_stop(reason)
                     elif event.type == pygame.VIDEORESIZE:
                         view = view.resized(screen.get_size(), now)
-                self._read_status(status, audio, model)
+                self._read_status(status, hum, model)
+                hum.watch(now)
                 if not model.watch(now) and self._failure is None:
                     self._fail("the model's process ended before the model loaded; see the "
                                "messages above.", "model process died")
-                cues = conductor.tick(now, model.take)
-                if model.pass_interrupted():
+                if watcher is not None and (edited := watcher.poll(now)) is not None:
+                    pending = edited
+                if now >= next_hours_check:
+                    next_hours_check = now + 1.0
+                    hours = config.hours
+                    opened = not hours.enabled or is_open(self.wall_clock(), hours.days,
+                                                          hours.opens, hours.closes)
+                    if opened != is_open_now:
+                        is_open_now = opened
+                        self._open_or_close(opened, hum, config, pygame)
+                        if not opened:
+                            on_screen.clear()
+                cues = conductor.tick(now, model.take if is_open_now else lambda: None)
+                if model.pass_interrupted() or (not is_open_now and on_screen):
                     cues += conductor.interrupt(now)
                 for cue in cues:
                     if cue.kind == "reveal":
                         view.append(cue.token.text, now)
-                        audio.show_token(cue.token.entropy_bits)
+                        hum.show_token(cue.token.entropy_bits)
+                        on_screen.append(cue.token)
                         log.debug("shown %r (%.2f bits)", cue.token.text, cue.token.entropy_bits)
                         shown += 1
                         if shown == 1:
                             log.info("first token shown, %s", self._since_launch(now))
                     elif cue.kind == "pass_end":
-                        audio.idle()   # between passes the fans settle
+                        hum.idle()   # between passes the fans settle
                         log.info("pass %s ended", conductor.pass_id)
+                        if archive is not None and on_screen:
+                            archive.append(pass_record(
+                                conductor.pass_id, config.model.name,
+                                f"{config.text.system_prompt or SYSTEM_PROMPT}\n{INVITATION}",
+                                on_screen))
+                        on_screen = []
                     elif cue.kind == "clear":
                         view.clear()
+                        if pending is not None:   # the pass boundary: new settings apply
+                            config, pending = self._apply(pending, config, hum, model, conductor), None
+                            self.config = config
+                            view = PageView(config.display, screen.get_size(), config.base_dir)
+                            quit_keys = QuitKeys(config.display.quit_chord,
+                                                 config.display.fullscreen and not self.windowed)
                 view.draw(screen, now, conductor.opacity)
                 pygame.display.flip()
                 if self.duration is not None and now - self.launched >= self.duration:
@@ -97,10 +148,14 @@ class Piece:
                 clock.tick(config.display.fps)
             log.info("stopping (%s)", self._stop_reason)
         finally:
-            audio.stop(config.hum.fade_out_seconds)
+            notifier.stopping()
+            hum.stop(self.config.hum.fade_out_seconds)
             if model is not None:
                 model.stop()
+            if archive is not None:
+                archive.close()
             pygame.quit()
+            notifier.close()
             status.cancel_join_thread()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -108,12 +163,34 @@ class Piece:
             raise self._failure
         return 0
 
+    @staticmethod
+    def _apply(new: Config, old: Config, hum, model, conductor) -> Config:
+        conductor.pacing = new.pacing
+        hum.apply(new)
+        model.apply(new)
+        changed = [f.name for f in dataclasses.fields(Config)
+                   if f.metadata.get("yaml", True) and getattr(new, f.name) != getattr(old, f.name)]
+        log.info("new settings in effect: %s", ", ".join(changed) or "nothing changed")
+        return new
+
+    def _open_or_close(self, opened: bool, hum, config: Config, pygame) -> None:
+        hours = config.hours
+        if opened:
+            log.info("opening: the piece returns")
+            hum.set_volume(config.hum.volume, hours.transition_seconds)
+            pygame.display.set_allow_screensaver(False)
+        else:
+            log.info("closing until %s: text stops, the hum falls to %.2f", hours.opens,
+                     hours.closed_volume)
+            hum.set_volume(hours.closed_volume, hours.transition_seconds)
+            pygame.display.set_allow_screensaver(True)   # the display may sleep
+
     def _fail(self, message: str, reason: str, exit_code: int = 1) -> None:
         self._failure = PermanentError(message)
         self._failure.exit_code = exit_code
         self.request_stop(reason)
 
-    def _read_status(self, status: mp.Queue, audio, model) -> None:
+    def _read_status(self, status: mp.Queue, hum, model) -> None:
         while True:
             try:
                 news: Status = status.get_nowait()
@@ -126,10 +203,7 @@ class Piece:
                 log.info("model ready: %s, %s", news.message, self._since_launch(news.seconds))
             elif news.kind == "silent":
                 log.warning("%s", news.message)
-                audio.silent = True
+                hum.process.silent = True
             elif news.kind == "error":
                 self._fail(news.message, f"{news.source} failed",
                            exit_code=2 if news.source == "audio" else 1)
-        if not audio.silent and audio.pid is not None and not audio.is_alive():
-            log.warning("the hum's process ended unexpectedly; the piece goes on in silence")
-            audio.silent = True

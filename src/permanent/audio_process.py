@@ -13,8 +13,11 @@ import queue
 import signal
 import time
 
+from typing import Optional
+
 from .config import Config
 from .events import Status
+from .supervision import Backoff
 
 log = logging.getLogger("permanent.audio")
 _CONTEXT = mp.get_context("spawn")   # a clean interpreter: no inherited pygame or torch state
@@ -40,10 +43,14 @@ class AudioProcess:
     def pid(self):
         return self._process.pid
 
+    @property
+    def exitcode(self):
+        return self._process.exitcode
+
     def is_alive(self) -> bool:
         return self._process.is_alive()
 
-    def _send(self, name: str, value: float = 0.0) -> None:
+    def _send(self, name: str, value=0.0) -> None:
         if self.silent or not self._process.is_alive():
             return
         try:
@@ -57,8 +64,13 @@ class AudioProcess:
     def idle(self) -> None:
         self._send("idle")
 
-    def set_volume(self, volume: float) -> None:
-        self._send("volume", volume)
+    def set_volume(self, volume: float, seconds: float = 0.5) -> None:
+        self._send("volume", (volume, seconds))
+
+    def change_room(self, config: Config) -> None:
+        """A new preset or hum settings: the new room fades in as the old one fades out."""
+        self.config = config
+        self._send("room", config)
 
     def stop(self, fade_seconds: float) -> None:
         """Fade out, then end the process; waits at most the fade plus a moment."""
@@ -72,6 +84,61 @@ class AudioProcess:
             self._process.join(timeout=1.0)
         self._commands.close()
         self._commands.cancel_join_thread()
+
+
+class HumSupervisor:
+    """Keeps the hum playing: an audio process that dies is started again (fading in)."""
+
+    def __init__(self, config: Config, status: mp.Queue):
+        self.config, self.status = config, status
+        self.process = AudioProcess(config, status)
+        self._backoff = Backoff()
+        self._restart_at: Optional[float] = None
+        self.volume = config.hum.volume
+
+    def start(self) -> "HumSupervisor":
+        self.process.start()
+        self._backoff.running_since(time.monotonic())
+        return self
+
+    def __getattr__(self, name):   # show_token, idle, ... go to the current process
+        return getattr(self.process, name)
+
+    def set_volume(self, volume: float, seconds: float = 0.5) -> None:
+        self.volume = volume   # remembered, so a restarted hum comes back at this level
+        self.process.set_volume(volume, seconds)
+
+    def apply(self, config: Config) -> None:
+        old, self.config = self.config, config
+        if config.audio != old.audio:
+            log.info("audio settings changed: restarting the hum")
+            self.process.stop(old.hum.fade_out_seconds)
+            self.process = AudioProcess(config, self.status).start()
+        elif config.hum != old.hum:
+            self.process.change_room(config)
+
+    def watch(self, now: float) -> None:
+        if self._restart_at is not None:
+            if now >= self._restart_at:
+                self._restart_at = None
+                self.process = AudioProcess(self.config, self.status).start()
+                self._backoff.running_since(now)
+                if self.volume != self.config.hum.volume:
+                    self.process.set_volume(self.volume, self.config.hum.fade_in_seconds)
+                log.info("hum process restarted (pid %s)", self.process.pid)
+            return
+        process = self.process
+        if process.silent or process.pid is None or process.is_alive():
+            return
+        if process.exitcode == 0:
+            return   # it ended on purpose (no device: the piece is silent)
+        delay = self._backoff.delay(now)
+        log.warning("hum process died (exit code %s); restarting in %.0f s",
+                    process.exitcode, delay)
+        self._restart_at = now + delay
+
+    def stop(self, fade_seconds: float) -> None:
+        self.process.stop(fade_seconds)
 
 
 def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) -> None:
@@ -115,6 +182,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
         return
     server.start()
     hum = Hum(preset, config.hum).start()
+    leaving = []   # rooms fading out after a change, dropped once silent
     status.put(Status("audio", "playing", device.name, time.monotonic()))
     parent = mp.parent_process()
     fade = config.hum.fade_out_seconds
@@ -130,11 +198,17 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
         elif name == "idle":
             hum.idle()
         elif name == "volume":
-            hum.set_volume(value)
+            hum.set_volume(*value)
+        elif name == "room":
+            hum.fade_out(value.hum.fade_in_seconds)
+            leaving.append((time.monotonic() + value.hum.fade_in_seconds + 0.1, hum))
+            hum = Hum(load_preset(value.hum.preset, value.base_dir), value.hum).start()
         elif name == "stop":
             hum.fade_out(value)
             time.sleep(value + 0.05)     # let the ramp reach zero before the stream stops
             break
+        while leaving and leaving[0][0] < time.monotonic():
+            leaving.pop(0)[1].stop()
     server.stop()
     time.sleep(0.05)
     server.shutdown()

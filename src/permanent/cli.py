@@ -64,8 +64,49 @@ def cmd_run(args) -> int:
             raise DeviceNotFound(f"{config.where('audio.device')}: {e}") from None
     from .app import Piece
 
-    return Piece(config, windowed=args.windowed, duration=args.duration,
-                 launched=LAUNCHED).run()
+    _log_to_file(config)
+    path = args.config or (_default_config() if _default_config().is_file() else None)
+    return Piece(config, windowed=args.windowed, duration=args.duration, launched=LAUNCHED,
+                 config_path=path).run()
+
+
+def _log_to_file(config) -> None:
+    """Besides stderr, a rotating log file: what a technician reads after a week away."""
+    import logging.handlers
+
+    import platformdirs
+
+    path = Path(config.care.log_file or Path(platformdirs.user_log_dir("permanent")) /
+                "permanent.log").expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=int(config.care.log_megabytes * 2**20), backupCount=3,
+            encoding="utf-8")
+    except OSError as e:
+        log.warning("cannot write the log file %s (%s); logging to stderr only", path, e)
+        return
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def cmd_archive(args) -> int:
+    import textwrap
+
+    from .archive import default_path, recent
+
+    config = _load(args.config)
+    path = Path(config.care.archive_file or default_path())
+    passes = recent(path, args.count)
+    if not passes:
+        print(f"no passes archived yet in {path}")
+        return 0
+    for record in passes:
+        bits = record.get("entropy_bits") or [0.0]
+        print(f"{record['time']}  pass {record['pass']}  {record['model']}  "
+              f"{len(bits)} tokens, mean entropy {sum(bits) / len(bits):.2f} bits")
+        print(textwrap.indent(textwrap.fill(record["text"], 88), "    "), end="\n\n")
+    return 0
 
 
 def cmd_check(args) -> int:
@@ -149,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure this machine against the piece's needs")
     render = sub.add_parser("render", help="record the piece offline: hum.wav, video, "
                             "tokens.jsonl, contact sheet, spectrogram")
-    for p in (parser, run, check, devices, bench, render):
+    archive = sub.add_parser("archive", help="show the most recent passes")
+    for p in (parser, run, check, devices, bench, render, archive):
         # On subcommands, SUPPRESS keeps `permanent --config X check` working too.
         default = None if p is parser else argparse.SUPPRESS
         p.add_argument("--config", type=Path, default=default,
@@ -175,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frame size (default 1280x720)")
     render.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
     render.set_defaults(func=cmd_render)
+    archive.add_argument("-n", "--count", type=int, default=5, help="how many (default 5)")
+    archive.set_defaults(func=cmd_archive)
     parser.set_defaults(func=cmd_run)
     return parser
 
@@ -190,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:   # `permanent check | head`: the reader left, nothing is wrong
+        return 0
 
 
 if __name__ == "__main__":

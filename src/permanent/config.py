@@ -123,6 +123,39 @@ class AudioConfig:
 
 
 @dataclass(frozen=True)
+class HoursConfig:
+    enabled: bool = False                 # false: open around the clock
+    days: list[str] = field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"])
+    opens: str = "10:00"                  # HH:MM (or HH:MM:SS), the machine's time zone
+    closes: str = "18:00"                 # before `opens`: open past midnight
+    closed_volume: float = bounded(0.0, ge=0.0, le=1.0)   # the hum's level while closed
+    transition_seconds: float = bounded(8.0, ge=0.0, le=600.0)  # fade at opening and closing
+
+    def validate(self):
+        from .hours import DAYS, parse_time
+        for key in ("opens", "closes"):
+            try:
+                parse_time(getattr(self, key))
+            except ValueError as e:
+                return key, f"{e}."
+        unknown = [d for d in self.days if d not in DAYS]
+        if unknown:
+            return "days", f"{unknown[0]!r} is not a day; use {', '.join(DAYS)}."
+        return None
+
+
+@dataclass(frozen=True)
+class CareConfig:
+    hang_seconds: float = bounded(30.0, ge=2.0, le=3600.0)  # a model silent this long is restarted
+    watch_config: bool = True             # apply edits to this file at the next pass
+    log_file: Optional[str] = None        # None = the user's log folder
+    log_megabytes: float = bounded(5.0, gt=0.0, le=1000.0)  # per log file, 3 kept
+    archive: bool = True                  # keep every finished pass
+    archive_file: Optional[str] = None    # None = the user's data folder
+    archive_megabytes: float = bounded(20.0, gt=0.0, le=100000.0)  # per archive file, 5 kept
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -130,6 +163,8 @@ class Config:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     hum: HumConfig = field(default_factory=HumConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    hours: HoursConfig = field(default_factory=HoursConfig)
+    care: CareConfig = field(default_factory=CareConfig)
     # Where relative paths (presets, fonts, model folders) are resolved from.
     base_dir: Path = field(default=Path("."), metadata={"yaml": False})
     source: str = field(default="built-in defaults", metadata={"yaml": False})

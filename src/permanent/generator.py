@@ -75,7 +75,7 @@ class TransformersGenerator:
 
     def __init__(self, source: ModelSource, model_settings: ModelConfig, text: TextConfig):
         self.label = source.label
-        self.text = text
+        self.text: TextConfig | None = None
         if model_settings.threads:
             torch.set_num_threads(model_settings.threads)
         self.device = pick_device(model_settings.device)
@@ -94,14 +94,21 @@ class TransformersGenerator:
                              "or a model id that is already cached.") from None
         self.model.to(self.device).eval()
         self.end_ids = self._end_token_ids()
+        self.update_text(text)
+
+    def update_text(self, text: TextConfig) -> None:
+        """Prompt, sampling and pass length for the passes from now on."""
+        reseed = self.text is None or text.seed != self.text.seed
+        self.text = text
         self.processors = LogitsProcessorList(
             [RepetitionPenaltyLogitsProcessor(text.repetition_penalty)]
             + [TemperatureLogitsWarper(text.temperature)]
             + ([TopKLogitsWarper(text.top_k)] if text.top_k else [])
             + ([TopPLogitsWarper(text.top_p)] if text.top_p < 1.0 else []))
-        seed = text.seed if text.seed is not None else random.SystemRandom().randrange(2**31)
-        self.choices = random.Random(seed)                  # which opening
-        self.sampler = torch.Generator(device=self.device).manual_seed(seed)  # which token
+        if reseed:
+            seed = text.seed if text.seed is not None else random.SystemRandom().randrange(2**31)
+            self.choices = random.Random(seed)                  # which opening
+            self.sampler = torch.Generator(device=self.device).manual_seed(seed)  # which token
 
     def _end_token_ids(self) -> set[int]:
         ends = {self.tokenizer.eos_token_id}

@@ -14,8 +14,9 @@ import signal
 import time
 from typing import Optional
 
-from .config import Config
+from .config import Config, TextConfig
 from .events import Status, TokenEvent
+from .supervision import Backoff
 
 log = logging.getLogger("permanent.generator")
 _CONTEXT = mp.get_context("spawn")
@@ -25,11 +26,14 @@ QUEUE_TOKENS = 256   # about a pass ahead of the screen: enough slack, bounded m
 class GeneratorProcess:
     def __init__(self, config: Config, status: mp.Queue, first_pass_id: int = 0):
         self._tokens: mp.Queue = _CONTEXT.Queue(maxsize=QUEUE_TOKENS)
+        self._settings: mp.Queue = _CONTEXT.Queue(maxsize=4)
         self._stop = _CONTEXT.Event()
+        # Monotonic time of its last sign of life: a token written, or a wait on a full queue.
+        self.heartbeat = _CONTEXT.Value("d", time.monotonic(), lock=False)
         self._process = _CONTEXT.Process(
             target=_main, name="permanent-model", daemon=True,
-            args=(config, self._tokens, status, self._stop, logging.getLogger().level,
-                  first_pass_id))
+            args=(config, self._tokens, self._settings, status, self._stop, self.heartbeat,
+                  logging.getLogger().level, first_pass_id))
 
     def start(self) -> "GeneratorProcess":
         self._process.start()
@@ -52,6 +56,17 @@ class GeneratorProcess:
         except queue.Empty:
             return None
 
+    def update_text(self, text: TextConfig) -> None:
+        """New sampling and prompt settings, used from the next pass the model begins."""
+        try:
+            self._settings.put_nowait(text)
+        except queue.Full:
+            pass
+
+    def kill(self) -> None:
+        self._process.kill()
+        self._process.join(timeout=2.0)
+
     def stop(self, timeout: float = 0.5) -> None:
         if self._process.pid is None:
             return
@@ -61,30 +76,29 @@ class GeneratorProcess:
             self._process.terminate()
             self._process.join(timeout=1.0)
         if self._process.is_alive():
-            self._process.kill()
-            self._process.join(timeout=1.0)
-        self._tokens.close()
-        self._tokens.cancel_join_thread()
+            self.kill()
+        for q in (self._tokens, self._settings):
+            q.close()
+            q.cancel_join_thread()
 
 
 class ModelSupervisor:
-    """Keeps a model process running: a crash after a good start means a restart with
-    backoff (the hum and the screen carry on); a model that never loads is an error."""
-
-    BACKOFF_SECONDS = (1.0, 2.0, 5.0, 15.0, 60.0)
+    """Keeps a model process running: a crash or a hang after a good start means a restart
+    with backoff (the hum and the screen carry on); a model that never loads is an error."""
 
     def __init__(self, config: Config, status: mp.Queue):
         self.config, self.status = config, status
         self.process = GeneratorProcess(config, status)
         self.ever_ready = False
-        self.restarts = 0
+        self._process_ready = False
+        self._backoff = Backoff()
         self._restart_at: Optional[float] = None
         self._drained = self._interrupt_reported = False
         self._next_pass_id = 0   # new processes continue the numbering: passes never mix
 
     def start(self) -> "ModelSupervisor":
         self.process.start()
-        self._started = time.monotonic()
+        self._backoff.running_since(time.monotonic())
         return self
 
     def take(self) -> Optional[TokenEvent]:
@@ -103,30 +117,47 @@ class ModelSupervisor:
         return False
 
     def ready(self) -> None:
-        self.ever_ready = True
+        self.ever_ready = self._process_ready = True
+
+    def apply(self, config: Config) -> None:
+        """New settings: text goes to the running model; a new model means a new process."""
+        old, self.config = self.config, config
+        if config.model != old.model:
+            log.info("model settings changed: loading %s", config.model.name)
+            self.process.stop()
+            self._process_ready = False
+            self.process = GeneratorProcess(config, self.status, self._next_pass_id).start()
+        elif config.text != old.text:
+            self.process.update_text(config.text)
 
     def watch(self, now: float) -> bool:
-        """Restart a dead model process when its backoff is over; False if it never loaded."""
+        """Restart a dead or hung model process when its backoff is over; False if the
+        model never loaded at all (a configuration problem, not a crash)."""
         if self._restart_at is not None:
             if now >= self._restart_at:
                 self._restart_at = None
                 self._drained = True   # whatever it wrote and was not shown yet is gone now
                 self.process.stop(timeout=0.1)
+                self._process_ready = False
                 self.process = GeneratorProcess(self.config, self.status,
                                                 self._next_pass_id).start()
-                self._started = now
+                self._backoff.running_since(now)
                 log.info("model process restarted (pid %s)", self.process.pid)
             return True
-        if self.process.pid is None or self.process.is_alive():
+        if self.process.pid is None:
             return True
-        if not self.ever_ready:
+        if self.process.is_alive():
+            silent = now - self.process.heartbeat.value
+            if not (self._process_ready and silent > self.config.care.hang_seconds):
+                return True
+            cause = f"hung: it wrote nothing for {silent:.0f} s (care.hang_seconds)"
+            self.process.kill()
+        elif not self.ever_ready:
             return False
-        if now - self._started > 600:
-            self.restarts = 0   # it ran well for a long while: start the backoff afresh
-        delay = self.BACKOFF_SECONDS[min(self.restarts, len(self.BACKOFF_SECONDS) - 1)]
-        self.restarts += 1
-        log.warning("model process died (exit code %s); restarting in %.0f s",
-                    self.process.exitcode, delay)
+        else:
+            cause = f"died (exit code {self.process.exitcode})"
+        delay = self._backoff.delay(now)
+        log.warning("model process %s; restarting in %.0f s", cause, delay)
         # Its queue stays open until the restart: what it wrote before dying still shows.
         self._restart_at = now + delay
         self._drained = self._interrupt_reported = False
@@ -136,8 +167,8 @@ class ModelSupervisor:
         self.process.stop()
 
 
-def _main(config: Config, tokens: mp.Queue, status: mp.Queue, stop, log_level: int,
-          first_pass_id: int = 0) -> None:
+def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue, stop,
+          heartbeat, log_level: int, first_pass_id: int = 0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
     from .errors import PermanentError
@@ -149,6 +180,7 @@ def _main(config: Config, tokens: mp.Queue, status: mp.Queue, stop, log_level: i
         source = resolve(config.model, config.base_dir)
         ensure_converted(source, log=progress_log)
         generator = load_generator(source, config.model, config.text)
+        heartbeat.value = time.monotonic()   # loading is not hanging: the clock starts now
         status.put(Status("generator", "ready",
                           f"{generator.label} loaded in {time.monotonic() - started:.1f} s",
                           time.monotonic()))
@@ -158,7 +190,12 @@ def _main(config: Config, tokens: mp.Queue, status: mp.Queue, stop, log_level: i
     tokens.cancel_join_thread()   # on exit, do not wait for the parent to drain the queue
     parent = mp.parent_process()
     for pass_id in itertools.count(first_pass_id):
+        try:
+            generator.update_text(settings.get_nowait())
+        except queue.Empty:
+            pass
         for event in generator.write_pass(pass_id):
+            heartbeat.value = time.monotonic()
             while True:
                 if stop.is_set() or (parent is not None and not parent.is_alive()):
                     return
@@ -166,4 +203,4 @@ def _main(config: Config, tokens: mp.Queue, status: mp.Queue, stop, log_level: i
                     tokens.put(event, timeout=0.2)
                     break
                 except queue.Full:
-                    continue
+                    heartbeat.value = time.monotonic()   # waiting for the screen is not a hang

@@ -88,3 +88,7 @@ class Hum:
 
     def fade_out(self, seconds: float) -> None:
         self.set_volume(0.0, seconds)
+
+    def stop(self) -> None:
+        """Take the graph off the output (call once it has faded)."""
+        self.output.stop()

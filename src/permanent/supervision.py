@@ -1,0 +1,73 @@
+"""Keeping children alive: when to try again after a crash, and how to tell systemd."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+log = logging.getLogger("permanent")
+
+
+class Backoff:
+    """Waits that grow with each failure, and start afresh after a long healthy run."""
+
+    STEPS = (1.0, 2.0, 5.0, 15.0, 60.0)
+    HEALTHY_SECONDS = 600.0
+
+    def __init__(self):
+        self.failures = 0
+        self.started = 0.0
+
+    def running_since(self, now: float) -> None:
+        self.started = now
+
+    def delay(self, now: float) -> float:
+        if now - self.started > self.HEALTHY_SECONDS:
+            self.failures = 0
+        delay = self.STEPS[min(self.failures, len(self.STEPS) - 1)]
+        self.failures += 1
+        return delay
+
+
+class SystemdNotifier:
+    """sd_notify: READY, WATCHDOG and STOPPING datagrams to $NOTIFY_SOCKET, when present.
+
+    A few lines of the protocol rather than a dependency; without systemd it does nothing.
+    """
+
+    def __init__(self):
+        address = os.environ.get("NOTIFY_SOCKET", "")
+        self.address = "\0" + address[1:] if address.startswith("@") else address
+        self.socket = None
+        if self.address:
+            self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        self.interval = int(usec) / 2e6 if usec.isdigit() else None   # ping twice per timeout
+        self._last = 0.0
+
+    def send(self, message: str) -> None:
+        if self.socket is None:
+            return
+        try:
+            self.socket.sendto(message.encode(), self.address)
+        except OSError as e:
+            log.warning("cannot reach systemd's notify socket (%s); not notifying again", e)
+            self.socket = None
+
+    def ready(self) -> None:
+        self.send("READY=1")
+
+    def alive(self, now: float) -> None:
+        """Called every frame; pings the watchdog as often as systemd asked for."""
+        if self.interval is not None and now - self._last >= self.interval:
+            self.send("WATCHDOG=1")
+            self._last = now
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None

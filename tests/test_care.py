@@ -1,0 +1,265 @@
+"""Unattended operation: faults injected into the real processes, and the piece carries on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO
+from test_piece import Running, alive, sink_inputs
+
+pytestmark = pytest.mark.slow
+
+QUICK = """\
+text:
+  min_tokens: 8
+  max_tokens: 20
+pacing:
+  tokens_per_second: 8
+  uncertainty_pause_seconds_per_bit: 0
+  hold_seconds: 0.5
+  fade_seconds: 0.5
+  gap_seconds: 0.5
+"""
+
+
+def test_a_killed_hum_comes_back_and_fades_in(pulse_env, embedded_model):
+    piece = Running(pulse_env, "--windowed")
+    try:
+        hum_pid = int(piece.wait_for(r"hum process (\d+)")[1])
+        piece.wait_for(r"hum playing")
+        piece.wait_for(r"first token shown")
+        os.kill(hum_pid, signal.SIGKILL)
+        killed = time.monotonic() - piece.started
+        piece.wait_for(r"hum process died \(exit code -9\); restarting in 1 s")
+        new_pid = int(piece.wait_for(r"hum process restarted \(pid (\d+)\)")[1])
+        back = [t for t, line in piece.lines if "hum playing" in line][-1]
+        assert new_pid != hum_pid and alive(new_pid)
+        deadline = time.monotonic() + 10
+        while piece.count("hum playing") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        back = [t for t, line in piece.lines if "hum playing" in line][-1]
+        print(f"hum back {back - killed:.2f} s after kill -9")
+        assert back - killed < 5.0 and sink_inputs(pulse_env).strip()
+        before = piece.count(r"shown '")
+        time.sleep(2)
+        assert piece.count(r"shown '") > before   # the text never stopped
+        assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
+    finally:
+        piece.kill()
+
+
+def test_a_hung_model_is_detected_and_restarted(tmp_path, embedded_model):
+    config = tmp_path / "config.yaml"
+    config.write_text(QUICK + "care:\n  hang_seconds: 3\n")
+    env = dict(os.environ, PULSE_SERVER="unix:/nonexistent/socket")
+    piece = Running(env, "--windowed", "--config", str(config))
+    try:
+        model_pid = int(piece.wait_for(r"model process (\d+)")[1])
+        piece.wait_for(r"first token shown")
+        os.kill(model_pid, signal.SIGSTOP)        # frozen: alive, but writing nothing
+        stopped = time.monotonic() - piece.started
+        found = piece.wait_for(r"model process hung: it wrote nothing for (\d+) s", timeout=30)
+        assert 3 <= int(found[1]) <= 6
+        piece.wait_for(r"model process restarted")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and piece.count("model ready") < 2:
+            time.sleep(0.1)
+        ready = [t for t, line in piece.lines if "model ready" in line][-1]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            after = [t for t, line in piece.lines if "shown '" in line and t > ready]
+            if after:
+                break
+            time.sleep(0.1)
+        print(f"new tokens {after[0] - stopped:.1f} s after the model froze")
+        assert not alive(model_pid)
+        assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
+    finally:
+        piece.kill()
+
+
+def test_config_edits_apply_at_the_next_pass_and_bad_ones_are_ignored(tmp_path, tiny_model):
+    config = tmp_path / "config.yaml"
+    base = QUICK.replace("tokens_per_second: 8", "tokens_per_second: 4") + \
+        f"model:\n  name: {tiny_model}\n"
+    config.write_text(base)
+    env = dict(os.environ, PULSE_SERVER="unix:/nonexistent/socket")
+    piece = Running(env, "--windowed", "--config", str(config))
+    try:
+        piece.wait_for(r"first token shown")
+        time.sleep(1.5)
+        config.write_text(base.replace("tokens_per_second: 4", "tokens_per_second: fast"))
+        found = piece.wait_for(r"config edit ignored.*line (\d+): pacing.tokens_per_second")
+        assert int(found[1]) == 1 + base.splitlines().index("  tokens_per_second: 4")
+        time.sleep(1.5)
+        assert piece.process.poll() is None
+        config.write_text(base.replace("tokens_per_second: 4", "tokens_per_second: 40"))
+        piece.wait_for(r"new settings in effect: pacing", timeout=30)
+        changed_at = [t for t, line in piece.lines if "new settings in effect" in line][-1]
+        piece.wait_for(r"pass \d+ ended", timeout=30)
+        time.sleep(3)
+        stamps = [t for t, line in piece.lines if "shown '" in line]
+        before = [b - a for a, b in zip(stamps, stamps[1:]) if b < changed_at - 1]
+        after = [b - a for a, b in zip(stamps, stamps[1:]) if a > changed_at + 0.5]
+        median = lambda xs: sorted(xs)[len(xs) // 2]
+        assert median(before) > 0.15 and median(after) < 0.08, (before, after)
+        assert piece.count("model process restarted") == 0   # only the pace changed
+        assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
+    finally:
+        piece.kill()
+
+
+def test_opening_hours_close_and_reopen_on_an_injected_clock(tmp_path, tiny_model, caplog,
+                                                             monkeypatch):
+    """Run the piece in this process with a clock where each real second is a minute."""
+    from permanent.app import Piece
+    from permanent.config import load_config
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("PULSE_SERVER", "unix:/nonexistent/socket")
+    path = tmp_path / "config.yaml"
+    path.write_text(QUICK + f"model:\n  name: {tiny_model}\n"
+                    "hours:\n  enabled: true\n  opens: '10:00'\n  closes: '10:08'\n"
+                    "  transition_seconds: 1\n")
+    started = time.monotonic()
+    base = dt.datetime(2026, 11, 27, 9, 57)          # a Friday, three minutes before opening
+    clock = lambda: base + dt.timedelta(minutes=time.monotonic() - started)
+    caplog.set_level(logging.DEBUG)
+    code = Piece(load_config(path), windowed=True, duration=16, wall_clock=clock).run()
+    assert code == 0
+    events = [(r.created, r.getMessage()) for r in caplog.records]
+    first = events[0][0]
+    at = lambda pattern: [t - first for t, m in events if re.search(pattern, m)]
+    closing, opening, shown = at(r"^closing until"), at(r"^opening"), at(r"^shown '")
+    assert len(closing) == 2 and len(opening) == 1, events
+    assert closing[0] < 1.5                           # closed at launch (09:57)
+    assert 2.5 < opening[0] < 4.5                     # 10:00 is three "minutes" in
+    assert 10.5 < closing[1] < 12.5                   # 10:08
+    assert shown and all(opening[0] < t < closing[1] + 0.2 for t in shown)
+
+
+def test_an_archive_on_a_full_disk_is_reported_once(tmp_path, tiny_model):
+    config = tmp_path / "config.yaml"
+    config.write_text(QUICK + f"model:\n  name: {tiny_model}\ncare:\n  archive_file: /dev/full\n")
+    env = dict(os.environ, PULSE_SERVER="unix:/nonexistent/socket")
+    piece = Running(env, "--windowed", "--config", str(config))
+    try:
+        deadline = time.monotonic() + 60
+        while piece.count(r"pass \d+ ended") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert piece.count(r"pass \d+ ended") >= 3
+        assert piece.count(r"cannot write to the archive") == 1
+        assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
+    finally:
+        piece.kill()
+
+
+def test_passes_are_archived_and_shown_by_the_archive_command(tmp_path, tiny_model):
+    config = tmp_path / "config.yaml"
+    archive = tmp_path / "passes.jsonl"
+    config.write_text(QUICK + f"model:\n  name: {tiny_model}\ncare:\n  archive_file: {archive}\n")
+    env = dict(os.environ, PULSE_SERVER="unix:/nonexistent/socket")
+    piece = Running(env, "--windowed", "--config", str(config))
+    try:
+        deadline = time.monotonic() + 60
+        while piece.count(r"pass \d+ ended") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        piece.terminate()
+    finally:
+        piece.kill()
+    import json
+    lines = [json.loads(l) for l in archive.read_text().splitlines()]
+    assert len(lines) >= 2 and lines[0]["model"] == str(tiny_model)
+    assert lines[0]["text"] and len(lines[0]["entropy_bits"]) >= 1
+    shown = subprocess.run([os.sys.executable, "-m", "permanent", "--config", str(config),
+                            "archive", "-n", "1"], capture_output=True, text=True, cwd=REPO)
+    assert shown.returncode == 0 and f"pass {lines[-1]['pass']}" in shown.stdout
+
+
+def test_the_systemd_unit_verifies(tmp_path):
+    assert shutil.which("systemd-analyze"), "CI installs systemd"
+    unit = tmp_path / "permanent.service"
+    unit.write_text((REPO / "installation/systemd/permanent.service").read_text()
+                    .replace("@ROOT@", str(REPO)))
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    done = subprocess.run(["systemd-analyze", "--user", "verify", str(unit)],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, XDG_RUNTIME_DIR=str(runtime)))
+    assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+
+
+def process_stats(pid: int) -> dict:
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    return {"rss_kib": int(fields["VmRSS"].split()[0]), "threads": int(fields["Threads"]),
+            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+SOAK = """\
+model:
+  name: {model}
+text:
+  min_tokens: 3
+  max_tokens: 6
+pacing:
+  tokens_per_second: 200
+  jitter: 0
+  comma_pause_seconds: 0
+  sentence_pause_seconds: 0
+  line_break_pause_seconds: 0
+  uncertainty_pause_seconds_per_bit: 0
+  hold_seconds: 0
+  fade_seconds: 0
+  gap_seconds: 0
+display:
+  fps: 240
+care:
+  archive_file: {archive}
+"""
+
+
+def test_soak_of_500_passes_does_not_leak(pulse_env, tiny_model, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(SOAK.format(model=tiny_model, archive=tmp_path / "passes.jsonl"))
+    piece = Running(pulse_env, "--windowed", "--config", str(config))
+    try:
+        pids = piece.wait_for(r"hum process (\d+), model process (\d+)")
+        roles = {"main": piece.process.pid, "hum": int(pids[1]), "model": int(pids[2])}
+
+        def wait_passes(n, timeout=600):
+            deadline = time.monotonic() + timeout
+            while piece.count(r"pass \d+ ended") < n and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert piece.count(r"pass \d+ ended") >= n, piece.log[-3000:]
+
+        wait_passes(100)                                   # warm-up
+        warm = {role: process_stats(pid) for role, pid in roles.items()}
+        started = time.monotonic()
+        wait_passes(600)
+        soaked = time.monotonic() - started
+        end = {role: process_stats(pid) for role, pid in roles.items()}
+        passes = piece.count(r"pass \d+ ended")
+        assert piece.terminate() < 2.0 and piece.process.returncode == 0
+    finally:
+        piece.kill()
+    report = []
+    for role in roles:
+        growth = (end[role]["rss_kib"] - warm[role]["rss_kib"]) / warm[role]["rss_kib"]
+        report.append(f"{role}: {warm[role]['rss_kib'] // 1024} -> {end[role]['rss_kib'] // 1024}"
+                      f" MiB ({100 * growth:+.2f} %), fds {warm[role]['fds']} -> "
+                      f"{end[role]['fds']}, threads {warm[role]['threads']} -> "
+                      f"{end[role]['threads']}")
+        assert growth <= 0.02, report[-1]
+        assert end[role]["fds"] <= warm[role]["fds"] and end[role]["threads"] <= warm[role]["threads"]
+    print(f"soak: {passes} passes, 500 measured after warm-up in {soaked:.0f} s; "
+          + "; ".join(report))
+    assert piece.count("Traceback") == 0
