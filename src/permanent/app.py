@@ -31,8 +31,11 @@ class Piece:
     def __init__(self, config: Config, windowed: bool = False,
                  duration: Optional[float] = None, launched: Optional[float] = None,
                  config_path: Optional[Path] = None,
-                 wall_clock: Callable[[], dt.datetime] = dt.datetime.now):
+                 wall_clock: Callable[[], dt.datetime] = dt.datetime.now,
+                 mode: str = "gallery", first_pass_tokens: Optional[int] = None):
         self.config = config
+        self.mode = mode   # "gallery", or a screensaver: "embedded" (in a host's window), "standalone"
+        self.first_pass_tokens = first_pass_tokens
         self.windowed = windowed
         self.duration = duration
         self.launched = launched if launched is not None else time.monotonic()
@@ -55,7 +58,6 @@ class Piece:
         from .display import PageView, open_screen, pygame
         from .generator_process import ModelSupervisor
         from .hours import is_open
-        from .keys import QuitKeys
         from .pacing import Conductor
         from .supervision import SystemdNotifier
         from .voice import INVITATION, SYSTEM_PROMPT
@@ -68,12 +70,14 @@ class Piece:
         hum = HumSupervisor(config, status).start()     # the room first
         model = archive = None
         try:
-            screen = open_screen(config.display, self.windowed)
-            model = ModelSupervisor(config, status).start()
+            screen = open_screen(config.display, self.windowed, embedded=self.mode == "embedded")
+            if self.mode == "embedded":
+                from .screensaver import survive_host_window_loss
+                survive_host_window_loss(lambda: self.request_stop("host window gone"))
+            model = ModelSupervisor(config, status, self.first_pass_tokens).start()
             view = PageView(config.display, screen.get_size(), config.base_dir)
             conductor = Conductor(config.pacing, random.Random(config.text.seed))
-            quit_keys = QuitKeys(config.display.quit_chord,
-                                 config.display.fullscreen and not self.windowed)
+            quit_keys = self._input_policy(config)
             watcher = ConfigWatcher(self.config_path) \
                 if self.config_path and config.care.watch_config else None
             if config.care.archive:
@@ -83,7 +87,7 @@ class Piece:
             on_screen: list = []     # the tokens of the pass being shown, for the archive
             is_open_now, next_hours_check = True, 0.0
             clock = pygame.time.Clock()
-            shown = 0
+            shown = frames = 0
             notifier.ready()
             log.info("window open, %s; hum process %s, model process %s",
                      self._since_launch(time.monotonic()), hum.pid, model.process.pid)
@@ -91,7 +95,7 @@ class Piece:
                 now = time.monotonic()
                 notifier.alive(now)
                 for event in pygame.event.get():
-                    if reason := quit_keys.reason(event):
+                    if reason := quit_keys.reason(event, now):
                         self.request_stop(reason)
                     elif event.type == pygame.VIDEORESIZE:
                         view = view.resized(screen.get_size(), now)
@@ -139,29 +143,57 @@ class Piece:
                             config, pending = self._apply(pending, config, hum, model, conductor), None
                             self.config = config
                             view = PageView(config.display, screen.get_size(), config.base_dir)
-                            quit_keys = QuitKeys(config.display.quit_chord,
-                                                 config.display.fullscreen and not self.windowed)
+                            quit_keys = self._input_policy(config)
                 view.draw(screen, now, conductor.opacity)
                 pygame.display.flip()
+                if frames == 0:
+                    log.info("first frame drawn, %s", self._since_launch(time.monotonic()))
+                frames += 1
                 if self.duration is not None and now - self.launched >= self.duration:
                     self.request_stop("duration reached")
                 clock.tick(config.display.fps)
             log.info("stopping (%s)", self._stop_reason)
         finally:
+            stopping = time.monotonic()
             notifier.stopping()
-            hum.stop(self.config.hum.fade_out_seconds)
+            fade = self.config.hum.fade_out_seconds
+            hum.begin_stop(fade)          # the room fades while the model is ended
             if model is not None:
                 model.stop()
+            model_ended = time.monotonic()
+            hum.stop(fade)
+            hum_ended = time.monotonic()
             if archive is not None:
                 archive.close()
-            pygame.quit()
+            closing = time.monotonic()
+            if self.mode != "embedded":
+                # The host owns an embedded window; SDL tearing it down can wait half a
+                # second on a window the host already destroyed. Leaving closes it anyway.
+                pygame.quit()
+            closed = time.monotonic()
             notifier.close()
             status.cancel_join_thread()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            log.info("stopped in %.2f s (model %.2f, hum %.2f, window %.2f)",
+                     time.monotonic() - stopping, model_ended - stopping,
+                     hum_ended - model_ended, closed - closing)
         if self._failure is not None:
             raise self._failure
         return 0
+
+    def _input_policy(self, config: Config):
+        from .keys import QuitKeys
+        from .screensaver import WakeOnInput
+
+        if self.mode == "standalone":
+            saver = config.screensaver
+            return WakeOnInput(saver.wake_distance_pixels, saver.wake_grace_seconds,
+                               time.monotonic())
+        # A host's window (XScreenSaver) ends us with SIGTERM; keys are the host's business.
+        return QuitKeys(config.display.quit_chord,
+                        config.display.fullscreen and not self.windowed,
+                        keys_quit=self.mode != "embedded")
 
     @staticmethod
     def _apply(new: Config, old: Config, hum, model, conductor) -> Config:

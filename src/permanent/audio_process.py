@@ -17,7 +17,7 @@ from typing import Optional
 
 from .config import Config
 from .events import Status
-from .supervision import Backoff
+from .supervision import Backoff, die_with_parent
 
 log = logging.getLogger("permanent.audio")
 _CONTEXT = mp.get_context("spawn")   # a clean interpreter: no inherited pygame or torch state
@@ -72,12 +72,16 @@ class AudioProcess:
         self.config = config
         self._send("room", config)
 
+    def begin_stop(self, fade_seconds: float) -> None:
+        """Start the fade-out and return; `stop` then waits for the end."""
+        self._send("stop", fade_seconds)
+
     def stop(self, fade_seconds: float) -> None:
         """Fade out, then end the process; waits at most the fade plus a moment."""
         if self._process.pid is None:
             return
         self._send("stop", fade_seconds)
-        self._process.join(timeout=fade_seconds + 0.7)
+        self._process.join(timeout=fade_seconds + 0.5)
         if self._process.is_alive():
             log.warning("the hum did not stop after its fade; ending it")
             self._process.kill()
@@ -146,6 +150,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     terminated = []
     signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
+    die_with_parent(signal.SIGTERM)   # if the piece dies, still fade out rather than click
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
 
     from .devices import DeviceNotFound, choose_output, list_output_devices, quiet_stderr

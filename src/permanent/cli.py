@@ -109,6 +109,35 @@ def cmd_archive(args) -> int:
     return 0
 
 
+def cmd_screensaver(args) -> int:
+    from .screensaver import SaverArgumentError, choose_mode, describe_configuration, \
+        prepare_environment
+
+    try:
+        mode = choose_mode(args.window_id, args.root, args.windows, os.environ, sys.argv[0])
+    except SaverArgumentError as e:
+        print(f"permanent screensaver: {e}", file=sys.stderr)
+        return 2
+    if mode.kind == "configure":
+        print(describe_configuration(args.config))
+        return 0
+    config = _load(args.config).as_screensaver()
+    _check_sound_and_model(config)
+    _log_to_file(config)
+    try:
+        prepare_environment(mode)
+    except SaverArgumentError as e:
+        print(f"permanent screensaver: {e}", file=sys.stderr)
+        return 2
+    from .app import Piece
+
+    embedded = mode.kind in ("window", "root")
+    log.info("screensaver: %s", f"window {mode.window_id:#x}" if mode.window_id else mode.kind)
+    return Piece(config, windowed=embedded, launched=LAUNCHED, duration=args.duration,
+                 mode="embedded" if embedded else "standalone",
+                 first_pass_tokens=config.screensaver.first_pass_tokens).run()
+
+
 def cmd_check(args) -> int:
     config = _load(args.config)
     source = _check_sound_and_model(config)
@@ -191,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="record the piece offline: hum.wav, video, "
                             "tokens.jsonl, contact sheet, spectrogram")
     archive = sub.add_parser("archive", help="show the most recent passes")
-    for p in (parser, run, check, devices, bench, render, archive):
+    saver = sub.add_parser("screensaver", help="run as a screensaver: in XScreenSaver's "
+                           "window, fullscreen until input, or as a Windows .scr")
+    for p in (parser, run, check, devices, bench, render, archive, saver):
         # On subcommands, SUPPRESS keeps `permanent --config X check` working too.
         default = None if p is parser else argparse.SUPPRESS
         p.add_argument("--config", type=Path, default=default,
@@ -219,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=cmd_render)
     archive.add_argument("-n", "--count", type=int, default=5, help="how many (default 5)")
     archive.set_defaults(func=cmd_archive)
+    saver.add_argument("--window-id", "-window-id", metavar="ID",
+                       help="draw into this X window (decimal or 0x hex), as XScreenSaver asks")
+    saver.add_argument("--root", "-root", action="store_true", help="draw on the root window")
+    saver.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
+    saver.add_argument("windows", nargs="*", metavar="/s | /c | /p HWND",
+                       help="Windows screensaver conventions")
+    saver.set_defaults(func=cmd_screensaver)
     parser.set_defaults(func=cmd_run)
     return parser
 

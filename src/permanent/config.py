@@ -156,6 +156,17 @@ class CareConfig:
 
 
 @dataclass(frozen=True)
+class ScreensaverConfig:
+    audio: bool = True                   # false: a silent screensaver
+    volume: float = bounded(0.3, ge=0.0, le=1.0)
+    fade_in_seconds: float = bounded(0.8, ge=0.05, le=1.0)    # the hum is there within 1 s
+    fade_out_seconds: float = bounded(0.25, ge=0.05, le=0.3)  # XScreenSaver starts the next hack at once
+    first_pass_tokens: int = bounded(50, ge=1, le=100_000)    # a short first pass
+    wake_distance_pixels: int = bounded(12, ge=1, le=10_000)  # standalone: mouse travel that wakes
+    wake_grace_seconds: float = bounded(0.6, ge=0.0, le=10.0)  # standalone: input ignored at first
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -165,6 +176,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     hours: HoursConfig = field(default_factory=HoursConfig)
     care: CareConfig = field(default_factory=CareConfig)
+    screensaver: ScreensaverConfig = field(default_factory=ScreensaverConfig)
     # Where relative paths (presets, fonts, model folders) are resolved from.
     base_dir: Path = field(default=Path("."), metadata={"yaml": False})
     source: str = field(default="built-in defaults", metadata={"yaml": False})
@@ -177,6 +189,17 @@ class Config:
 
     def replace(self, **sections) -> "Config":
         return dataclasses.replace(self, **sections)
+
+    def as_screensaver(self) -> "Config":
+        """These settings with the `screensaver:` section laid over them."""
+        saver = self.screensaver
+        return self.replace(
+            audio=dataclasses.replace(self.audio, enabled=self.audio.enabled and saver.audio),
+            hum=dataclasses.replace(self.hum, volume=saver.volume,
+                                    fade_in_seconds=min(self.hum.fade_in_seconds,
+                                                        saver.fade_in_seconds),
+                                    fade_out_seconds=saver.fade_out_seconds),
+            care=dataclasses.replace(self.care, watch_config=False))
 
 
 def load_config(path: Path | str) -> Config:

@@ -19,9 +19,12 @@ from .pacing import ease_in_out
 from .typesetting import Page
 
 
-def open_screen(settings: DisplayConfig, windowed: bool) -> pygame.Surface:
-    """Open the window (fullscreen unless `windowed`) or say clearly why there is none."""
-    fullscreen = settings.fullscreen and not windowed
+def open_screen(settings: DisplayConfig, windowed: bool, embedded: bool = False) -> pygame.Surface:
+    """Open the window (fullscreen unless `windowed`) or say clearly why there is none.
+
+    `embedded`: draw into the window named by SDL_WINDOWID (a screensaver host's), at
+    its size."""
+    fullscreen = settings.fullscreen and not windowed and not embedded
     no_display = ("no display to draw on ({}). Set DISPLAY to the screen that should show the "
                   "piece (for example DISPLAY=:0), or start it from the desktop session; "
                   "--windowed opens a window instead of going fullscreen.")
@@ -36,7 +39,9 @@ def open_screen(settings: DisplayConfig, windowed: bool) -> pygame.Surface:
         raise DisplayError(no_display.format(f"SDL found only its {driver} driver"))
     pygame.display.set_caption("permanent")
     try:
-        if fullscreen:
+        if embedded:
+            surface = pygame.display.set_mode((0, 0))   # the host window's own size
+        elif fullscreen:
             count = pygame.display.get_num_displays()
             if settings.monitor >= count:
                 raise DisplayError(f"display.monitor is {settings.monitor} but this machine has "

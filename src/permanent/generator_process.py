@@ -6,6 +6,7 @@ here cannot freeze the screen or silence the room.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
@@ -16,7 +17,7 @@ from typing import Optional
 
 from .config import Config, TextConfig
 from .events import Status, TokenEvent
-from .supervision import Backoff
+from .supervision import Backoff, die_with_parent
 
 log = logging.getLogger("permanent.generator")
 _CONTEXT = mp.get_context("spawn")
@@ -24,7 +25,8 @@ QUEUE_TOKENS = 256   # about a pass ahead of the screen: enough slack, bounded m
 
 
 class GeneratorProcess:
-    def __init__(self, config: Config, status: mp.Queue, first_pass_id: int = 0):
+    def __init__(self, config: Config, status: mp.Queue, first_pass_id: int = 0,
+                 first_pass_tokens: Optional[int] = None):
         self._tokens: mp.Queue = _CONTEXT.Queue(maxsize=QUEUE_TOKENS)
         self._settings: mp.Queue = _CONTEXT.Queue(maxsize=4)
         self._stop = _CONTEXT.Event()
@@ -33,7 +35,7 @@ class GeneratorProcess:
         self._process = _CONTEXT.Process(
             target=_main, name="permanent-model", daemon=True,
             args=(config, self._tokens, self._settings, status, self._stop, self.heartbeat,
-                  logging.getLogger().level, first_pass_id))
+                  logging.getLogger().level, first_pass_id, first_pass_tokens))
 
     def start(self) -> "GeneratorProcess":
         self._process.start()
@@ -67,14 +69,13 @@ class GeneratorProcess:
         self._process.kill()
         self._process.join(timeout=2.0)
 
-    def stop(self, timeout: float = 0.5) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """End it now: a model process holds nothing worth saving, so no need to wait."""
         if self._process.pid is None:
             return
         self._stop.set()
+        self._process.terminate()
         self._process.join(timeout=timeout)
-        if self._process.is_alive():   # busy in a forward pass: nothing to save, end it
-            self._process.terminate()
-            self._process.join(timeout=1.0)
         if self._process.is_alive():
             self.kill()
         for q in (self._tokens, self._settings):
@@ -86,9 +87,9 @@ class ModelSupervisor:
     """Keeps a model process running: a crash or a hang after a good start means a restart
     with backoff (the hum and the screen carry on); a model that never loads is an error."""
 
-    def __init__(self, config: Config, status: mp.Queue):
+    def __init__(self, config: Config, status: mp.Queue, first_pass_tokens: Optional[int] = None):
         self.config, self.status = config, status
-        self.process = GeneratorProcess(config, status)
+        self.process = GeneratorProcess(config, status, 0, first_pass_tokens)
         self.ever_ready = False
         self._process_ready = False
         self._backoff = Backoff()
@@ -168,8 +169,10 @@ class ModelSupervisor:
 
 
 def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue, stop,
-          heartbeat, log_level: int, first_pass_id: int = 0) -> None:
+          heartbeat, log_level: int, first_pass_id: int = 0,
+          first_pass_tokens: Optional[int] = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(signal.SIGKILL)   # nothing to save: end the moment the piece ends
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
     from .errors import PermanentError
     from .generator import load_generator
@@ -189,11 +192,19 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
         return
     tokens.cancel_join_thread()   # on exit, do not wait for the parent to drain the queue
     parent = mp.parent_process()
+    text = config.text
     for pass_id in itertools.count(first_pass_id):
         try:
-            generator.update_text(settings.get_nowait())
+            text = settings.get_nowait()   # edited settings, from this pass on
         except queue.Empty:
             pass
+        if pass_id == first_pass_id and first_pass_tokens:
+            # A screensaver's first pass is short: something whole appears, and soon.
+            generator.update_text(dataclasses.replace(
+                text, max_tokens=first_pass_tokens,
+                min_tokens=min(text.min_tokens, first_pass_tokens)))
+        else:
+            generator.update_text(text)
         for event in generator.write_pass(pass_id):
             heartbeat.value = time.monotonic()
             while True:

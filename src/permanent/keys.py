@@ -46,16 +46,17 @@ def held_modifiers(mod_state: int) -> set[str]:
 class QuitKeys:
     """Which key presses end the piece: Esc in a window; only the chord in fullscreen."""
 
-    def __init__(self, chord_text: str, fullscreen: bool):
+    def __init__(self, chord_text: str, fullscreen: bool, keys_quit: bool = True):
         self.chord = parse_chord(chord_text)
         self.fullscreen = fullscreen
+        self.keys_quit = keys_quit
 
-    def reason(self, event) -> str | None:
+    def reason(self, event, now: float = 0.0) -> str | None:
         import pygame
 
         if event.type == pygame.QUIT:
             return "window closed"
-        if event.type != pygame.KEYDOWN:
+        if event.type != pygame.KEYDOWN or not self.keys_quit:
             return None
         if not self.fullscreen and event.key == pygame.K_ESCAPE:
             return "Esc"

@@ -114,8 +114,9 @@ def convert_embedded(target: Path, log=print) -> None:
     started = time.monotonic()
     log(f"Converting the embedded model once: {gguf.name} -> {target}")
     log("  (this takes about 20 seconds; later starts load the cached copy in about 2)")
+    for stale in target.parent.glob(target.name + ".partial-*"):   # from an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
     staging = target.with_name(target.name + f".partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     try:
         log("  1/3 reading and de-quantizing the GGUF weights")
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
+import signal
 import socket
+import sys
 
 log = logging.getLogger("permanent")
 
@@ -28,6 +32,21 @@ class Backoff:
         delay = self.STEPS[min(self.failures, len(self.STEPS) - 1)]
         self.failures += 1
         return delay
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies, however it dies.
+
+    A child that outlives the piece would keep humming or computing with nobody to
+    stop it (a screensaver host that kills its hack abruptly, a kill -9).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if os.getppid() == 1:   # the parent died before we asked
+        os.kill(os.getpid(), sig)
 
 
 class SystemdNotifier:

@@ -1,0 +1,176 @@
+"""The screensaver on a real X server: standalone, on the root window, and in XScreenSaver."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from test_live_paths import screenshot
+from test_piece import Running, alive
+
+pytestmark = pytest.mark.slow
+
+
+def children_of(pid: int) -> set[int]:
+    """Every descendant of `pid`, from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def xdotool(env, *args):
+    subprocess.run(["xdotool", *args], env=env, check=True, timeout=10)
+
+
+@pytest.fixture()
+def saver_env(xvfb_env):
+    return dict(xvfb_env, PULSE_SERVER="unix:/nonexistent/socket")
+
+
+def test_standalone_ignores_jitter_and_wakes_on_a_key(saver_env, embedded_model):
+    xdotool(saver_env, "mousemove", "640", "360")
+    saver = Running(saver_env, "screensaver", on_screen=True)
+    try:
+        saver.wait_for(r"first frame drawn")
+        time.sleep(1.0)                                   # past the grace period
+        xdotool(saver_env, "mousemove_relative", "--", "3", "-2")   # a table being bumped
+        time.sleep(1.0)
+        assert saver.process.poll() is None, saver.log
+        pressed = time.monotonic()
+        xdotool(saver_env, "key", "space")
+        saver.process.wait(timeout=5)
+        assert time.monotonic() - pressed < 1.0 and saver.process.returncode == 0, saver.log
+        assert "stopping (input)" in saver.log
+    finally:
+        saver.kill()
+
+
+def test_standalone_wakes_when_the_mouse_moves(saver_env, embedded_model):
+    xdotool(saver_env, "mousemove", "200", "200")
+    saver = Running(saver_env, "screensaver", "/s", on_screen=True)
+    try:
+        saver.wait_for(r"first frame drawn")
+        time.sleep(1.0)
+        moved = time.monotonic()
+        xdotool(saver_env, "mousemove_relative", "--", "60", "40")
+        saver.process.wait(timeout=5)
+        assert time.monotonic() - moved < 1.0 and saver.process.returncode == 0, saver.log
+        assert "stopping (mouse moved)" in saver.log
+    finally:
+        saver.kill()
+
+
+def test_on_the_root_window_it_draws_at_once_and_leaves_at_once(saver_env, embedded_model):
+    saver = Running(saver_env, "screensaver", "--root", on_screen=True)
+    try:
+        frame_at = float(saver.wait_for(r"first frame drawn, ([\d.]+) s after launch")[1])
+        assert frame_at < 1.0
+        token_at = float(saver.wait_for(r"first token shown, ([\d.]+) s after launch")[1])
+        time.sleep(2.0)
+        pixels = screenshot(saver_env, "/tmp/permanent-root.png")
+        lit = np.any(pixels > 0, axis=2)
+        assert lit.sum() > 500, "no text on the root window"
+        family = children_of(saver.process.pid)
+        took = saver.terminate()
+        print(f"root: first frame {frame_at:.2f} s, first token {token_at:.2f} s, "
+              f"SIGTERM to exit {took:.2f} s")
+        assert took < 1.0 and saver.process.returncode == 0, saver.log
+        time.sleep(0.1)
+        assert not any(alive(pid) for pid in family), family
+    finally:
+        saver.kill()
+
+
+def as_saver(*command):
+    from conftest import SAVER_USER
+    return ["setpriv", f"--reuid={SAVER_USER}", f"--regid={SAVER_USER}", "--init-groups",
+            *command]
+
+
+def hack_pids() -> list[int]:
+    from conftest import SAVER_USER
+    found = subprocess.run(["pgrep", "-u", SAVER_USER, "-f", "permanent screensaver"],
+                           capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+def test_xscreensaver_runs_the_piece_as_a_hack(xvfb_env, saver_install, tmp_path):
+    from conftest import SAVER_USER
+    home = f"/home/{SAVER_USER}"
+    program = (f"env XDG_CACHE_HOME={saver_install}/cache {saver_install}/venv/bin/permanent "
+               f"screensaver --config {saver_install}/config.yaml")
+    with open(f"{home}/.xscreensaver", "w") as f:
+        f.write("timeout: 1:00:00\ncycle: 0:00:00\nlock: False\nsplash: False\n"
+                "mode: one\nselected: 0\ncaptureStderr: False\nfade: False\nunfade: False\n"
+                f'programs: "permanent" {program} \\n\\\n')
+    subprocess.run(["chown", SAVER_USER, f"{home}/.xscreensaver"], check=True)
+    env = {"HOME": home, "USER": SAVER_USER, "LOGNAME": SAVER_USER, "PATH": "/usr/bin:/bin",
+           "DISPLAY": xvfb_env["DISPLAY"], "PULSE_SERVER": "unix:/nonexistent/socket"}
+    log_path = tmp_path / "xscreensaver.log"
+    subprocess.run(["pkill", "-KILL", "-u", SAVER_USER], capture_output=True)   # an earlier run's
+    daemon = subprocess.Popen(as_saver("xscreensaver", "-no-splash"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    try:
+        deadline = time.monotonic() + 20
+        while subprocess.run(as_saver("xscreensaver-command", "-time"), env=env,
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        subprocess.run(as_saver("xscreensaver-command", "-activate"), env=env, check=True,
+                       capture_output=True)
+        deadline = time.monotonic() + 20
+        while not hack_pids():
+            assert time.monotonic() < deadline, "XScreenSaver started no hack:\n" + \
+                log_path.read_text()
+            time.sleep(0.1)
+        hack = max(hack_pids())
+        environ = open(f"/proc/{hack}/environ", "rb").read().split(b"\0")
+        window = [e for e in environ if e.startswith(b"XSCREENSAVER_WINDOW=")]
+        assert window, "the hack did not get XScreenSaver's window"
+        deadline = time.monotonic() + 60
+        while "first token shown" not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        time.sleep(2.0)
+        pixels = screenshot(xvfb_env, tmp_path / "hack.png")
+        assert np.any(pixels > 0, axis=2).sum() > 500, "no text in XScreenSaver's window"
+        family = {hack} | children_of(hack)
+        asked, asked_wall = time.monotonic(), time.time()
+        subprocess.run(as_saver("xscreensaver-command", "-deactivate"), env=env, check=True,
+                       capture_output=True)
+        while any(alive(pid) for pid in family):
+            left = {pid: open(f"/proc/{pid}/cmdline").read()[:60] for pid in family if alive(pid)}
+            assert time.monotonic() - asked < 1.0, (left, log_path.read_text()[-1500:])
+            time.sleep(0.02)
+        gone = time.monotonic() - asked
+        log = log_path.read_text()
+        import re
+        frame = re.search(r"first frame drawn, ([\d.]+) s", log)[1]
+        token = re.search(r"first token shown, ([\d.]+) s", log)[1]
+        import datetime as dt
+        stamp = re.search(r"(\S+ \S+) permanent: stopping \(signal\)", log)[1]
+        signalled = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() - asked_wall
+        stopped = float(re.search(r"stopped in ([\d.]+) s", log)[1])
+        print([l for l in log.splitlines() if "stopped in" in l])
+        print(f"xscreensaver: first frame {frame} s, first token {token} s after hack start; "
+              f"deactivate to all processes gone {gone:.2f} s (SIGTERM seen at "
+              f"{signalled:.2f} s, shutdown {stopped:.2f} s)")
+    finally:
+        subprocess.run(as_saver("xscreensaver-command", "-exit"), env=env, capture_output=True)
+        daemon.terminate()
+        daemon.wait(timeout=10)
+        subprocess.run(["pkill", "-KILL", "-u", SAVER_USER], capture_output=True)
