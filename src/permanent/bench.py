@@ -20,6 +20,10 @@ from .config import Config
 
 
 def measure_generator(config: Config, passes: int = 2) -> dict:
+    """The piece's streaming loop (with entropy) against plain `model.generate()` on the
+    same model, threads, prompt and sampling settings, in one run."""
+    import torch
+
     from .generator import load_generator
     from .model_store import ensure_converted, resolve
 
@@ -28,16 +32,71 @@ def measure_generator(config: Config, passes: int = 2) -> dict:
     started = time.monotonic()
     generator = load_generator(source, config.model, config.text)
     loaded = time.monotonic() - started
-    tokens, seconds, cpu = 0, 0.0, 0.0
+    seconds = cpu = 0.0
     for pass_id in range(passes):
         wall, process = time.monotonic(), time.process_time()
-        tokens += sum(1 for _ in generator.write_pass(pass_id))
+        sum(1 for _ in generator.write_pass(pass_id))
         seconds += time.monotonic() - wall
         cpu += time.process_time() - process
+    tokens = generator.tokens_sampled
+    streaming = tokens / seconds
+
+    text = config.text
+    prompt, opening = generator.prompt_ids("I am being computed.")
+    ids = torch.tensor([prompt + opening], device=generator.device)
+    n = max(32, tokens // passes)
+    wall = time.monotonic()
+    with torch.inference_mode():
+        out = generator.model.generate(
+            ids, do_sample=True, temperature=text.temperature, top_p=text.top_p,
+            top_k=text.top_k or None, repetition_penalty=text.repetition_penalty,
+            max_new_tokens=n, min_new_tokens=n, pad_token_id=generator.tokenizer.eos_token_id)
+    plain = (out.shape[1] - ids.shape[1]) / (time.monotonic() - wall)
     return {"model": generator.label, "device": str(generator.device),
-            "load_seconds": round(loaded, 2), "tokens": tokens,
-            "tokens_per_second": round(tokens / seconds, 1),
+            "threads": torch.get_num_threads(), "load_seconds": round(loaded, 2),
+            "tokens": tokens, "tokens_per_second": round(streaming, 1),
+            "generate_tokens_per_second": round(plain, 1),
+            "ratio_to_generate": round(streaming / plain, 2),
             "cpu_seconds_per_token": round(cpu / tokens, 4)}
+
+
+def measure_display(config: Config, seconds: float = 6.0, size=(1920, 1080)) -> dict:
+    """Frame times of a full page at 1920x1080, drawn offscreen while the model generates."""
+    import multiprocessing as mp
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    from .display import PageView, pygame
+    from .generator_process import GeneratorProcess
+
+    status = mp.get_context("spawn").Queue()
+    model = GeneratorProcess(config, status).start()
+    status.get(timeout=120)   # loaded: from here on it competes for the CPU
+    pygame.display.init()
+    pygame.font.init()
+    surface = pygame.Surface(size)
+    view = PageView(config.display, size, config.base_dir)
+    frames: list[float] = []
+    words = 0
+    try:
+        while len(view.page.lines) <= view.visible_lines:   # a full page to begin with
+            view.append(" the weights stay where they are", 0.0)
+        start = time.monotonic()
+        next_word = start
+        while (now := time.monotonic()) - start < seconds:
+            if (token := model.take()) is not None and now >= next_word:
+                view.append(token.text, now)
+                words += 1
+                next_word = now + 1 / config.pacing.tokens_per_second
+            began = time.perf_counter()
+            view.draw(surface, now, 1.0)
+            frames.append((time.perf_counter() - began) * 1000)
+            time.sleep(max(0.0, 1 / config.display.fps - frames[-1] / 1000))
+    finally:
+        model.stop()
+        pygame.quit()
+    frames.sort()
+    pick = lambda q: round(frames[min(len(frames) - 1, int(q * len(frames)))], 2)
+    return {"size": f"{size[0]}x{size[1]}", "frames": len(frames), "tokens_shown": words,
+            "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": round(frames[-1], 2)}
 
 
 def measure_hum(config: Config) -> dict:
@@ -80,8 +139,30 @@ def measure_render(config: Config, seconds: float = 30.0) -> dict:
             "speed": round(seconds / wall, 2)}
 
 
-def measure_startup(config_path: Path | None, cold: bool, seconds: float = 40.0) -> dict:
-    """Launch the whole piece headless and read its own timings from its log."""
+def _family_peak_rss(pid: int) -> dict:
+    """Peak resident memory (VmHWM) of a process and each of its children, in MiB."""
+    peaks = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if int(entry) != pid and parent != pid:
+                continue
+            fields = dict(l.split(":", 1) for l in open(f"/proc/{entry}/status"))
+            cmdline = open(f"/proc/{entry}/cmdline").read()
+        except (OSError, ValueError, IndexError):
+            continue
+        role = "main" if int(entry) == pid else (
+            "resource tracker" if "resource_tracker" in cmdline else f"child {entry}")
+        peaks[role] = round(int(fields["VmHWM"].split()[0]) / 1024, 1)
+    return peaks
+
+
+def measure_startup(config_path: Path | None, cold: bool, seconds: float = 30.0) -> dict:
+    """Launch the whole piece headless, read its own timings from its log, and its
+    processes' peak memory just before it stops."""
     env = dict(os.environ, SDL_VIDEODRIVER=os.environ.get("SDL_VIDEODRIVER", "dummy"))
     with tempfile.TemporaryDirectory() as cache:
         if cold:
@@ -89,17 +170,26 @@ def measure_startup(config_path: Path | None, cold: bool, seconds: float = 40.0)
         args = [sys.executable, "-m", "permanent", "--windowed", "--duration", str(seconds)]
         if config_path is not None:
             args += ["--config", str(config_path)]
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=seconds + 60)
-    log = done.stderr
+        with tempfile.TemporaryFile("w+") as log_file:
+            piece = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+            time.sleep(seconds - 2)
+            peaks = _family_peak_rss(piece.pid)
+            piece.wait(timeout=60)
+            log_file.seek(0)
+            log = log_file.read()
 
     def seconds_of(pattern):
         found = re.search(pattern + r".*?([\d.]+) s after launch", log)
         return float(found[1]) if found else None
 
-    return {"cache": "cold" if cold else "warm", "exit_code": done.returncode,
+    children = {k: v for k, v in peaks.items() if k.startswith("child")}
+    roles = dict(zip(sorted(children, key=lambda k: -children[k]), ("model", "hum")))
+    memory = {roles.get(k, k): v for k, v in peaks.items()}
+    return {"cache": "cold" if cold else "warm", "exit_code": piece.returncode,
             "hum_seconds": seconds_of(r"hum playing"),
             "first_token_seconds": seconds_of(r"first token shown"),
-            "silent": "runs silently" in log}
+            "silent": "runs silently" in log, "peak_rss_mib": memory,
+            "total_peak_rss_mib": round(sum(peaks.values()), 1)}
 
 
 def run_bench(config: Config, config_path: Path | None = None, as_json: bool = False,
@@ -107,28 +197,41 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
     results = {"machine": f"{os.cpu_count()} cores, {sys.platform}",
                "date": time.strftime("%Y-%m-%d"),
                "generator": measure_generator(config),
+               "display": measure_display(config),
                "hum": measure_hum(config),
                "render": measure_render(config),
                "startup": [measure_startup(config_path, cold=False)]}
     if cold:
         results["startup"].insert(0, measure_startup(config_path, cold=True))
+    g = results["generator"]
+    # The pace asks for at most tokens_per_second (pauses only lower it).
+    headroom = g["tokens_per_second"] / config.pacing.tokens_per_second
+    results["verdict"] = {"sustains_pacing": headroom >= 1.0, "headroom": round(headroom, 1)}
     if as_json:
         print(json.dumps(results, indent=2))
         return 0
-    g, h = results["generator"], results["hum"]
+    h, d, r = results["hum"], results["display"], results["render"]
     print(f"permanent bench, {results['date']}, {results['machine']}")
-    print(f"  model             {g['model']} on {g['device']}, loaded from cache in "
-          f"{g['load_seconds']} s")
-    print(f"  generation        {g['tokens_per_second']} tokens/s "
-          f"({g['cpu_seconds_per_token']} CPU s per token, {g['tokens']} tokens)")
+    print(f"  model             {g['model']} on {g['device']}, {g['threads']} threads, "
+          f"loaded from cache in {g['load_seconds']} s")
+    print(f"  generation        {g['tokens_per_second']} tokens/s streaming with entropy; "
+          f"model.generate() {g['generate_tokens_per_second']} tokens/s; ratio "
+          f"{g['ratio_to_generate']}; {g['cpu_seconds_per_token']} CPU s per token")
+    print(f"  display           {d['size']} full page, model generating: frame p50 "
+          f"{d['p50_ms']} ms, p99 {d['p99_ms']} ms, max {d['max_ms']} ms ({d['frames']} frames)")
     print(f"  fan tone          {h['blade_pass_hz_at_1_bit']} Hz at 1 bit -> "
           f"{h['blade_pass_hz_at_7_bits']} Hz at 7 bits = {h['semitones_1_to_7_bits']} "
           f"semitones ({h['preset']})")
     print(f"  hum CPU           {100 * h['cpu_share_of_one_core']:.1f} % of one core")
-    r = results["render"]
     print(f"  render            {r['speed']}x real time ({r['seconds']:.0f} s of piece in "
           f"{r['wall_seconds']} s, 1280x720 at 30 fps)")
     for s in results["startup"]:
         hum = "silent (no audio device)" if s["silent"] else f"{s['hum_seconds']} s"
         print(f"  launch, {s['cache']} cache  hum {hum}, first token {s['first_token_seconds']} s")
+    memory = results["startup"][-1]
+    print(f"  peak memory       {memory['total_peak_rss_mib']} MiB in all: " +
+          ", ".join(f"{k} {v}" for k, v in memory["peak_rss_mib"].items()))
+    v = results["verdict"]
+    print(f"  verdict           {'sustains' if v['sustains_pacing'] else 'does NOT sustain'} "
+          f"{config.pacing.tokens_per_second} tokens/s, headroom x{v['headroom']}")
     return 0

@@ -76,6 +76,7 @@ class TransformersGenerator:
     def __init__(self, source: ModelSource, model_settings: ModelConfig, text: TextConfig):
         self.label = source.label
         self.text: TextConfig | None = None
+        self.tokens_sampled = 0   # every token the model produced, shown or not
         if model_settings.threads:
             torch.set_num_threads(model_settings.threads)
         self.device = pick_device(model_settings.device)
@@ -177,6 +178,7 @@ class TransformersGenerator:
             probs = torch.softmax(scores, dim=-1)
             next_id = torch.multinomial(probs, 1, generator=self.sampler)  # (1, 1)
             token_id = int(next_id)
+            self.tokens_sampled += 1
             if token_id in self.end_ids:
                 return
             ids = torch.cat([ids, next_id], dim=1)
