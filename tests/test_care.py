@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -147,16 +149,25 @@ def test_opening_hours_close_and_reopen_on_an_injected_clock(tmp_path, tiny_mode
     assert shown and all(opening[0] < t < closing[1] + 0.2 for t in shown)
 
 
-def test_an_archive_on_a_full_disk_is_reported_once(tmp_path, tiny_model):
+def silent_tiny_piece(tmp_path, tiny_model, archive_file):
+    """The tiny model at a quick pace, no sound, archiving into `archive_file`."""
     config = tmp_path / "config.yaml"
-    config.write_text(QUICK + f"model:\n  name: {tiny_model}\ncare:\n  archive_file: /dev/full\n")
+    config.write_text(QUICK + f"model:\n  name: {tiny_model}\ncare:\n  archive_file: {archive_file}\n")
     env = dict(os.environ, PULSE_SERVER="unix:/nonexistent/socket")
-    piece = Running(env, "--windowed", "--config", str(config))
+    return config, Running(env, "--windowed", "--config", str(config))
+
+
+def wait_for_passes(piece, count, timeout=60):
+    deadline = time.monotonic() + timeout
+    while piece.count(r"pass \d+ ended") < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert piece.count(r"pass \d+ ended") >= count, piece.log[-3000:]
+
+
+def test_an_archive_on_a_full_disk_is_reported_once(tmp_path, tiny_model):
+    _, piece = silent_tiny_piece(tmp_path, tiny_model, "/dev/full")
     try:
-        deadline = time.monotonic() + 60
-        while piece.count(r"pass \d+ ended") < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert piece.count(r"pass \d+ ended") >= 3
+        wait_for_passes(piece, 3)
         assert piece.count(r"cannot write to the archive") == 1
         assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
     finally:
@@ -164,23 +175,17 @@ def test_an_archive_on_a_full_disk_is_reported_once(tmp_path, tiny_model):
 
 
 def test_passes_are_archived_and_shown_by_the_archive_command(tmp_path, tiny_model):
-    config = tmp_path / "config.yaml"
     archive = tmp_path / "passes.jsonl"
-    config.write_text(QUICK + f"model:\n  name: {tiny_model}\ncare:\n  archive_file: {archive}\n")
-    env = dict(os.environ, PULSE_SERVER="unix:/nonexistent/socket")
-    piece = Running(env, "--windowed", "--config", str(config))
+    config, piece = silent_tiny_piece(tmp_path, tiny_model, archive)
     try:
-        deadline = time.monotonic() + 60
-        while piece.count(r"pass \d+ ended") < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for_passes(piece, 2)
         piece.terminate()
     finally:
         piece.kill()
-    import json
     lines = [json.loads(l) for l in archive.read_text().splitlines()]
     assert len(lines) >= 2 and lines[0]["model"] == str(tiny_model)
     assert lines[0]["text"] and len(lines[0]["entropy_bits"]) >= 1
-    shown = subprocess.run([os.sys.executable, "-m", "permanent", "--config", str(config),
+    shown = subprocess.run([sys.executable, "-m", "permanent", "--config", str(config),
                             "archive", "-n", "1"], capture_output=True, text=True, cwd=REPO)
     assert shown.returncode == 0 and f"pass {lines[-1]['pass']}" in shown.stdout
 
@@ -235,16 +240,10 @@ def test_soak_of_500_passes_does_not_leak(pulse_env, tiny_model, tmp_path):
         pids = piece.wait_for(r"hum process (\d+), model process (\d+)")
         roles = {"main": piece.process.pid, "hum": int(pids[1]), "model": int(pids[2])}
 
-        def wait_passes(n, timeout=600):
-            deadline = time.monotonic() + timeout
-            while piece.count(r"pass \d+ ended") < n and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert piece.count(r"pass \d+ ended") >= n, piece.log[-3000:]
-
-        wait_passes(100)                                   # warm-up
+        wait_for_passes(piece, 100, timeout=600)           # warm-up
         warm = {role: process_stats(pid) for role, pid in roles.items()}
         started = time.monotonic()
-        wait_passes(600)
+        wait_for_passes(piece, 600, timeout=600)
         soaked = time.monotonic() - started
         end = {role: process_stats(pid) for role, pid in roles.items()}
         passes = piece.count(r"pass \d+ ended")
