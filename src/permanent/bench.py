@@ -60,6 +60,49 @@ def measure_generator(config: Config, passes: int = 2) -> dict:
             "cpu_seconds_per_token": round(cpu / tokens, 4)}
 
 
+def measure_variants(config: Config, tokens: int = 120) -> list[dict]:
+    """What the ecosystem's ready-made options do to this model on this machine: speed of
+    the streaming loop, and how far each moves the next-token distribution from fp32
+    (KL divergence in bits on a fixed prompt) -- the piece's sound is made of entropy,
+    so a fast variant that shifts it is not a free win."""
+    import dataclasses
+    import math
+
+    import torch
+
+    from .generator import load_generator
+    from .model_store import resolve
+
+    source = resolve(config.model, config.base_dir)
+    text = dataclasses.replace(config.text, seed=1, min_tokens=tokens, max_tokens=tokens)
+    probe = "The hum of the server room is"
+    reference = None
+    rows = []
+    variants = [("float32", 2, None), ("bfloat16", 2, None), ("float32", 1, None),
+                ("float32", 2, "int8 dynamic")]
+    for dtype, threads, quantize in variants:
+        settings = dataclasses.replace(config.model, dtype=dtype, threads=threads)
+        generator = load_generator(source, settings, text)
+        if quantize:
+            generator.model = torch.ao.quantization.quantize_dynamic(
+                generator.model, {torch.nn.Linear}, dtype=torch.qint8)
+        list(generator.write_pass(0))   # warm-up
+        generator.tokens_sampled = 0
+        started = time.monotonic()
+        list(generator.write_pass(1))
+        speed = generator.tokens_sampled / (time.monotonic() - started)
+        ids = generator.tokenizer(probe, return_tensors="pt").input_ids
+        with torch.inference_mode():
+            logp = torch.log_softmax(generator.model(input_ids=ids).logits[0, -1].float(), -1)
+        if reference is None:
+            reference = logp
+        kl = float((reference.exp() * (reference - logp)).sum()) / math.log(2)
+        rows.append({"dtype": dtype, "threads": threads, "quantize": quantize or "none",
+                     "tokens_per_second": round(speed, 1), "kl_bits_from_fp32": round(kl, 3)})
+    torch.set_num_threads(config.model.threads or torch.get_num_threads())
+    return rows
+
+
 def measure_display(config: Config, seconds: float = 6.0, size=(1920, 1080)) -> dict:
     """Frame times of a full page at 1920x1080, drawn offscreen while the model generates."""
     import multiprocessing as mp
@@ -193,7 +236,7 @@ def measure_startup(config_path: Path | None, cold: bool, seconds: float = 30.0)
 
 
 def run_bench(config: Config, config_path: Path | None = None, as_json: bool = False,
-              cold: bool = True) -> int:
+              cold: bool = True, variants: bool = False) -> int:
     results = {"machine": f"{os.cpu_count()} cores, {sys.platform}",
                "date": time.strftime("%Y-%m-%d"),
                "generator": measure_generator(config),
@@ -203,6 +246,8 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
                "startup": [measure_startup(config_path, cold=False)]}
     if cold:
         results["startup"].insert(0, measure_startup(config_path, cold=True))
+    if variants:
+        results["variants"] = measure_variants(config)
     g = results["generator"]
     # The pace asks for at most tokens_per_second (pauses only lower it).
     headroom = g["tokens_per_second"] / config.pacing.tokens_per_second
@@ -231,6 +276,10 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
     memory = results["startup"][-1]
     print(f"  peak memory       {memory['total_peak_rss_mib']} MiB in all: " +
           ", ".join(f"{k} {v}" for k, v in memory["peak_rss_mib"].items()))
+    for row in results.get("variants", []):
+        print(f"  variant           {row['dtype']}, {row['threads']} threads, quantize "
+              f"{row['quantize']}: {row['tokens_per_second']} tokens/s, "
+              f"KL {row['kl_bits_from_fp32']} bits from fp32")
     v = results["verdict"]
     print(f"  verdict           {'sustains' if v['sustains_pacing'] else 'does NOT sustain'} "
           f"{config.pacing.tokens_per_second} tokens/s, headroom x{v['headroom']}")

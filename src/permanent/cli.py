@@ -182,7 +182,8 @@ def cmd_devices(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
-    return run_bench(_load(args.config), args.config, as_json=args.json, cold=not args.warm_only)
+    return run_bench(_load(args.config), args.config, as_json=args.json,
+                     cold=not args.warm_only, variants=args.variants)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.add_argument("--warm-only", action="store_true",
                        help="skip the launch with an empty model cache (saves ~25 s)")
+    bench.add_argument("--variants", action="store_true",
+                       help="also try bf16, one thread and int8 dynamic quantization")
     bench.set_defaults(func=cmd_bench)
     render.add_argument("--seconds", type=float, required=True, help="length of the piece to render")
     render.add_argument("--out", type=Path, required=True, help="folder to write into")
