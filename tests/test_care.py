@@ -142,11 +142,14 @@ def test_opening_hours_close_and_reopen_on_an_injected_clock(tmp_path, tiny_mode
     first = events[0][0]
     at = lambda pattern: [t - first for t, m in events if re.search(pattern, m)]
     closing, opening, shown = at(r"^closing until"), at(r"^opening"), at(r"^shown '")
+    ended = at(r"^pass \d+ ended")
     assert len(closing) == 2 and len(opening) == 1, events
     assert closing[0] < 1.5                           # closed at launch (09:57)
     assert 2.5 < opening[0] < 4.5                     # 10:00 is three "minutes" in
     assert 10.5 < closing[1] < 12.5                   # 10:08
     assert shown and all(opening[0] < t < closing[1] + 0.2 for t in shown)
+    # At closing the page fades at once, even mid-pass (its pass ends there).
+    assert any(0 <= t - closing[1] < 0.2 for t in ended), (closing, ended)
 
 
 def silent_tiny_piece(tmp_path, tiny_model, archive_file):

@@ -86,6 +86,14 @@ class Piece:
             pending: Optional[Config] = None
             on_screen: list = []     # the tokens of the pass being shown, for the archive
             is_open_now, next_hours_check = True, 0.0
+            closed_pass: Optional[int] = None   # cut off by closing time: not resumed
+
+            def take():
+                token = model.take()
+                while token is not None and closed_pass is not None and token.pass_id <= closed_pass:
+                    token = model.take()
+                return token
+
             clock = pygame.time.Clock()
             shown = frames = 0
             notifier.ready()
@@ -106,6 +114,7 @@ class Piece:
                                "messages above.", "model process died")
                 if watcher is not None and (edited := watcher.poll(now)) is not None:
                     pending = edited
+                cues = []
                 if now >= next_hours_check:
                     next_hours_check = now + 1.0
                     hours = config.hours
@@ -114,10 +123,12 @@ class Piece:
                     if opened != is_open_now:
                         is_open_now = opened
                         self._open_or_close(opened, hum, config, pygame)
-                        if not opened:
-                            on_screen.clear()
-                cues = conductor.tick(now, model.take if is_open_now else lambda: None)
-                if model.pass_interrupted() or (not is_open_now and on_screen):
+                        if not opened:   # the page fades; the rest of its pass is dropped
+                            closed_pass = conductor.pass_id
+                            on_screen = []   # an unfinished pass is not archived
+                            cues += conductor.interrupt(now)
+                cues += conductor.tick(now, take if is_open_now else lambda: None)
+                if model.pass_interrupted():
                     cues += conductor.interrupt(now)
                 for cue in cues:
                     if cue.kind == "reveal":

@@ -32,17 +32,19 @@ def _load(path: Path | None):
 
 
 def _check_sound_and_model(config):
-    """What must be right before anything starts; raises a PermanentError when not."""
+    """What must be right before anything starts; returns the model source, or raises a
+    PermanentError that points at the line of config.yaml to fix."""
     from .model_store import resolve
     from .preset import load_preset
 
-    for key, check in (("hum.preset", lambda: load_preset(config.hum.preset, config.base_dir)),
-                       ("model.name", lambda: resolve(config.model, config.base_dir))):
+    def at_key(key, check):
         try:
-            result = check()
+            return check()
         except PermanentError as e:
             raise type(e)(f"{config.where(key)}: {e}") from None
-    return result
+
+    at_key("hum.preset", lambda: load_preset(config.hum.preset, config.base_dir))
+    return at_key("model.name", lambda: resolve(config.model, config.base_dir))
 
 
 def cmd_run(args) -> int:

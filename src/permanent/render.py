@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import random
 import shutil
 import subprocess
@@ -63,7 +64,6 @@ class RenderResult:
 def render(config: Config, seconds: float, out: Path, seed: int = 0,
            size: tuple[int, int] = (1280, 720), fps: int = 30,
            progress: bool = True) -> RenderResult:
-    import os
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")   # frames are drawn offscreen
     from tqdm import tqdm
 
