@@ -115,6 +115,8 @@ class Piece:
                 if watcher is not None and (edited := watcher.poll(now)) is not None:
                     pending = edited
                 cues = []
+                # While closed and dark, new settings need not wait for a pass to end.
+                apply_now = pending is not None and not is_open_now and conductor.opacity == 0
                 if now >= next_hours_check:
                     next_hours_check = now + 1.0
                     hours = config.hours
@@ -150,11 +152,14 @@ class Piece:
                         on_screen = []
                     elif cue.kind == "clear":
                         view.clear()
-                        if pending is not None:   # the pass boundary: new settings apply
-                            config, pending = self._apply(pending, config, hum, model, conductor), None
-                            self.config = config
-                            view = PageView(config.display, screen.get_size(), config.base_dir)
-                            quit_keys = self._input_policy(config)
+                        apply_now = pending is not None   # the pass boundary
+                if apply_now:   # new settings: at a pass boundary, or at once while closed
+                    config, pending = self._apply(pending, config, hum, model, conductor), None
+                    self.config = config
+                    if not is_open_now:   # a new room starts at its own volume: keep it low
+                        hum.set_volume(config.hours.closed_volume, 0.1)
+                    view = PageView(config.display, screen.get_size(), config.base_dir)
+                    quit_keys = self._input_policy(config)
                 view.draw(screen, now, conductor.opacity)
                 pygame.display.flip()
                 if frames == 0:
