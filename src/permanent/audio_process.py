@@ -105,8 +105,18 @@ class HumSupervisor:
         self._backoff.running_since(time.monotonic())
         return self
 
-    def __getattr__(self, name):   # show_token, idle, ... go to the current process
-        return getattr(self.process, name)
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def show_token(self, entropy_bits: float) -> None:
+        self.process.show_token(entropy_bits)
+
+    def idle(self) -> None:
+        self.process.idle()
+
+    def begin_stop(self, fade_seconds: float) -> None:
+        self.process.begin_stop(fade_seconds)
 
     def set_volume(self, volume: float, seconds: float = 0.5) -> None:
         self.volume = volume   # remembered, so a restarted hum comes back at this level
