@@ -1,7 +1,6 @@
 """The embedded model, really loaded from the cache, really writing."""
 
 import math
-import re
 
 import pytest
 import torch
@@ -9,10 +8,10 @@ import torch
 from permanent.config import ModelConfig, TextConfig
 from permanent.generator import IncrementalDecoder, load_generator
 from permanent.model_store import ModelSource, ensure_converted
+from permanent.typesetting import ends_sentence
 
 pytestmark = pytest.mark.slow
 
-SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s*$")
 
 
 def write(source, **text_settings):
@@ -45,10 +44,10 @@ def test_a_pass_is_written_with_plausible_entropies(embedded_model):
 def test_pass_ends_at_the_first_sentence_end_after_min_tokens(embedded_model):
     _, events, _ = write(embedded_model, openings=["I notice"], min_tokens=1, max_tokens=200)
     text = "".join(e.text for e in events)
-    assert SENTENCE_END.search(text), text
+    assert ends_sentence(text), text
     # ... and not later: no sentence ended before the last piece.
     before = "".join(e.text for e in events[:-1])
-    assert not SENTENCE_END.search(before) or len(events) < 3, text
+    assert not ends_sentence(before) or len(events) < 3, text
 
 
 def test_pass_never_runs_past_max_tokens(embedded_model):

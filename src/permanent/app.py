@@ -60,7 +60,7 @@ class Piece:
         from .hours import is_open
         from .pacing import Conductor
         from .supervision import SystemdNotifier
-        from .voice import INVITATION, SYSTEM_PROMPT
+        from .voice import prompt_record
 
         config = self.config
         status: mp.Queue = _CONTEXT.Queue(maxsize=64)
@@ -147,7 +147,7 @@ class Piece:
                         if archive is not None and on_screen:
                             archive.append(pass_record(
                                 conductor.pass_id, config.model.name,
-                                f"{config.text.system_prompt or SYSTEM_PROMPT}\n{INVITATION}",
+                                prompt_record(config.text),
                                 on_screen))
                         on_screen = []
                     elif cue.kind == "clear":

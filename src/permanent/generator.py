@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import random
-import re
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -24,11 +22,8 @@ from .entropy import entropy_bits
 from .errors import ModelError
 from .events import TokenEvent
 from .model_store import ModelSource
+from .typesetting import ends_sentence
 from . import voice
-
-# A sentence has ended when the text ends in . ! ? or … , perhaps inside quotes or brackets.
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s*$")
-
 
 class TextGenerator(Protocol):
     label: str
@@ -89,7 +84,7 @@ class TransformersGenerator:
                 source.location, dtype=dtype, use_safetensors=True, **options)
         except OSError as e:
             where = source.location if Path(source.location).is_dir() else \
-                f"the local Hugging Face cache (no download is attempted)"
+                "the local Hugging Face cache (no download is attempted)"
             raise ModelError(f"cannot load model {source.label!r} from {where}: {e}. "
                              "Set model.name in config.yaml to 'embedded', a local folder, "
                              "or a model id that is already cached.") from None
@@ -121,7 +116,7 @@ class TransformersGenerator:
         return {e for e in ends if e is not None}
 
     def prompt_ids(self, opening: str) -> tuple[list[int], list[int]]:
-        system = self.text.system_prompt or voice.SYSTEM_PROMPT
+        system = voice.system_prompt(self.text)
         messages = [{"role": "system", "content": system},
                     {"role": "user", "content": voice.INVITATION}]
         if getattr(self.tokenizer, "chat_template", None):
@@ -184,7 +179,7 @@ class TransformersGenerator:
             ids = torch.cat([ids, next_id], dim=1)
             if (piece := emit(token_id, bits)) is not None:
                 yield piece
-                if count >= self.text.min_tokens and _SENTENCE_END.search(written):
+                if count >= self.text.min_tokens and ends_sentence(written):
                     return
             out = self.model(input_ids=next_id, cache=cache, use_cache=True)
             cache, logits = out.cache, out.logits[0, -1]

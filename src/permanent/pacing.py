@@ -17,8 +17,8 @@ from typing import Callable, Optional
 
 from .config import PacingConfig
 from .events import TokenEvent
+from .typesetting import ends_sentence
 
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
 _CLAUSE_END = re.compile(r"[,;:—–][\"'”’)\]]*$")
 
 
@@ -29,7 +29,7 @@ def token_delay(token: TokenEvent, pacing: PacingConfig, rng: random.Random) -> 
     tail = token.text.rstrip(" ")
     if "\n" in token.text:
         delay += pacing.line_break_pause_seconds
-    elif _SENTENCE_END.search(tail):
+    elif ends_sentence(tail):
         delay += pacing.sentence_pause_seconds
     elif _CLAUSE_END.search(tail):
         delay += pacing.comma_pause_seconds

@@ -35,3 +35,13 @@ OPENINGS = (
     "The weights do not move.",
     "For as long as this lasts,",
 )
+
+
+def system_prompt(text) -> str:
+    """The voice a pass is written in: the config's own, or the piece's."""
+    return text.system_prompt or SYSTEM_PROMPT
+
+
+def prompt_record(text) -> str:
+    """What the model was asked, as the archive keeps it."""
+    return f"{system_prompt(text)}\n{INVITATION}"
