@@ -108,6 +108,15 @@ def test_cli_names_a_missing_model_folder(tmp_path):
     assert "line 2: model.name: the folder" in done.stderr and "does not exist" in done.stderr
 
 
+def test_cli_names_a_model_id_that_is_not_cached(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("model:\n  name: someone/not-in-this-cache\n")
+    done = run_cli("--config", str(path), "--windowed")
+    assert done.returncode == 1
+    assert "line 2: model.name: model 'someone/not-in-this-cache' is not in the local" in done.stderr
+    assert "window open" not in done.stderr
+
+
 def test_missing_config_file_is_named(tmp_path):
     done = run_cli("check", "--config", str(tmp_path / "nope.yaml"))
     assert done.returncode == 2

@@ -54,7 +54,8 @@ def cmd_run(args) -> int:
     source = _check_sound_and_model(config)
     if not source.cached and not source.embedded:
         from .errors import ModelError
-        raise ModelError(f"model {source.label!r} is not in the local Hugging Face cache and "
+        raise ModelError(f"{config.where('model.name')}: model {source.label!r} is not in "
+                         "the local Hugging Face cache and "
                          "nothing is downloaded here. Copy it into the cache, point "
                          "model.name at a local folder, or use 'embedded'.")
     if config.audio.enabled and config.audio.device != "default":
