@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 def write(source, **text_settings):
     generator = load_generator(source, ModelConfig(), TextConfig(seed=7, **text_settings))
-    calls = []
-    generator.model.register_forward_hook(lambda *_: calls.append(1))
+    calls, step = [], generator.forward.step
+    generator.forward.step = lambda token: calls.append(1) or step(token)
     events = list(generator.write_pass(0))
     return generator, events, len(calls)
 
@@ -33,7 +33,7 @@ def test_a_pass_is_written_with_plausible_entropies(embedded_model):
     assert "<|im" not in text
     # Entropy of the full distribution: between 0 and log2(vocabulary), spread like
     # ENVIRONMENT.md's measurement of this model (median about 4 bits).
-    vocab = generator.model.config.vocab_size
+    vocab = generator.vocab_size
     assert 0 <= bits[0] and bits[-1] <= math.log2(vocab)
     assert 1.0 < bits[len(bits) // 2] < 7.0 and bits[-1] - bits[0] > 3.0
     # One forward pass per token: entropy comes from logits the step already computed.
@@ -84,5 +84,5 @@ def test_conversion_into_an_empty_cache(tmp_path, embedded_model):
     generator = load_generator(source, ModelConfig(), TextConfig(seed=1))
     ids = generator.tokenizer("The capital of France is", return_tensors="pt").input_ids
     with torch.inference_mode():
-        next_id = generator.model(input_ids=ids).logits[0, -1].argmax().item()
+        next_id = generator.forward.prefill(ids, capacity=ids.shape[1] + 1)[-1].argmax().item()
     assert generator.tokenizer.decode([next_id]).strip() == "Paris"

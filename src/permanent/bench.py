@@ -21,7 +21,7 @@ from .config import Config
 
 def measure_generator(config: Config, passes: int = 2) -> dict:
     """The piece's streaming loop (with entropy) against plain `model.generate()` on the
-    same model, threads, prompt and sampling settings, in one run."""
+    same weights, threads, prompt and sampling settings, in one run."""
     import torch
 
     from .generator import load_generator
@@ -42,29 +42,59 @@ def measure_generator(config: Config, passes: int = 2) -> dict:
     streaming = tokens / seconds
 
     text = config.text
+    plain = _transformers_model(source, config.model, generator.device)
     prompt, opening = generator.prompt_ids("I am being computed.")
     ids = torch.tensor([prompt + opening], device=generator.device)
     n = max(32, tokens // passes)
     wall = time.monotonic()
     with torch.inference_mode():
-        out = generator.model.generate(
+        out = plain.generate(
             ids, do_sample=True, temperature=text.temperature, top_p=text.top_p,
             top_k=text.top_k or None, repetition_penalty=text.repetition_penalty,
             max_new_tokens=n, min_new_tokens=n, pad_token_id=generator.tokenizer.eos_token_id)
-    plain = (out.shape[1] - ids.shape[1]) / (time.monotonic() - wall)
+    generate = (out.shape[1] - ids.shape[1]) / (time.monotonic() - wall)
     return {"model": generator.label, "device": str(generator.device),
+            "runtime": generator.runtime,
             "threads": torch.get_num_threads(), "load_seconds": round(loaded, 2),
             "tokens": tokens, "tokens_per_second": round(streaming, 1),
-            "generate_tokens_per_second": round(plain, 1),
-            "ratio_to_generate": round(streaming / plain, 2),
+            "generate_tokens_per_second": round(generate, 1),
+            "ratio_to_generate": round(streaming / generate, 2),
             "cpu_seconds_per_token": round(cpu / tokens, 4)}
 
 
-def measure_variants(config: Config, tokens: int = 120) -> list[dict]:
-    """What the ecosystem's ready-made options do to this model on this machine: speed of
-    the streaming loop, and how far each moves the next-token distribution from fp32
-    (KL divergence in bits on a fixed prompt) -- the piece's sound is made of entropy,
-    so a fast variant that shifts it is not a free win."""
+def _transformers_model(source, settings, device):
+    """The model as transformers runs it, its linear layers packed as the piece packs them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .model_runtime import TransformersForward, weight_packing
+
+    model = AutoModelForCausalLM.from_pretrained(
+        source.location, dtype=getattr(torch, settings.dtype), local_files_only=True,
+        use_safetensors=True, trust_remote_code=settings.trust_remote_code)
+    model.to(device).eval()
+    return TransformersForward(model, weight_packing(settings, source.embedded, device)).model
+
+
+VARIANTS = [  # (runtime, weights, dtype, threads, note); the first is the reference
+    ("transformers", "float", "float32", 2, "transformers as loaded: the reference"),
+    ("transformers", "float", "bfloat16", 2, "bf16"),
+    ("transformers", "float", "float32", 2, "torch.ao int8 dynamic quantization"),
+    ("transformers", "int4", "float32", 2, "transformers' forward, 4-bit weights"),
+    ("auto", "float", "float32", 2, "compact decoder"),
+    ("auto", "int8", "float32", 2, "compact decoder, 8-bit weights"),
+    ("auto", "int4", "float32", 2, "compact decoder, 4-bit weights"),
+    ("auto", "int4", "bfloat16", 2, "compact decoder, 4-bit weights, bf16 activations"),
+    ("auto", "int4", "float32", 1, "compact decoder, 4-bit weights, 1 thread"),
+]
+
+
+def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
+    """What each way of running the model does on this machine: speed of the streaming
+    loop, and how far it moves the next-token distributions from the reference (mean KL
+    divergence and mean absolute entropy change in bits, teacher-forced over one written
+    pass) -- the piece's sound is made of entropy, so a fast variant that shifts it is
+    not a free win."""
     import dataclasses
     import math
 
@@ -75,30 +105,38 @@ def measure_variants(config: Config, tokens: int = 120) -> list[dict]:
 
     source = resolve(config.model, config.base_dir)
     text = dataclasses.replace(config.text, seed=1, min_tokens=tokens, max_tokens=tokens)
-    probe = "The hum of the server room is"
-    reference = None
+    reference = written = None
     rows = []
-    variants = [("float32", 2, None), ("bfloat16", 2, None), ("float32", 1, None),
-                ("float32", 2, "int8 dynamic")]
-    for dtype, threads, quantize in variants:
-        settings = dataclasses.replace(config.model, dtype=dtype, threads=threads)
+    for runtime, weights, dtype, threads, note in VARIANTS:
+        settings = dataclasses.replace(config.model, runtime=runtime, weights=weights,
+                                       dtype=dtype, threads=threads)
         generator = load_generator(source, settings, text)
-        if quantize:
-            generator.model = torch.ao.quantization.quantize_dynamic(
-                generator.model, {torch.nn.Linear}, dtype=torch.qint8)
-        list(generator.write_pass(0))   # warm-up
+        if "torch.ao" in note:
+            generator.forward.model = torch.ao.quantization.quantize_dynamic(
+                generator.forward.model, {torch.nn.Linear}, dtype=torch.qint8)
+        pieces = list(generator.write_pass(0))   # also the warm-up
         generator.tokens_sampled = 0
         started = time.monotonic()
         list(generator.write_pass(1))
         speed = generator.tokens_sampled / (time.monotonic() - started)
-        ids = generator.tokenizer(probe, return_tensors="pt").input_ids
+        if written is None:   # the reference's own pass is the text every variant reads
+            prompt, _ = generator.prompt_ids("")
+            body = generator.tokenizer("".join(p.text for p in pieces),
+                                       add_special_tokens=False).input_ids
+            written = (torch.tensor([prompt + body]), len(body))
+        ids, count = written
         with torch.inference_mode():
-            logp = torch.log_softmax(generator.model(input_ids=ids).logits[0, -1].float(), -1)
+            logits = generator.forward.prefill(ids, ids.shape[1] + 1, keep=count + 1)[:-1]
+            logp = torch.log_softmax(logits.float(), dim=-1)
         if reference is None:
             reference = logp
-        kl = float((reference.exp() * (reference - logp)).sum()) / math.log(2)
-        rows.append({"dtype": dtype, "threads": threads, "quantize": quantize or "none",
-                     "tokens_per_second": round(speed, 1), "kl_bits_from_fp32": round(kl, 3)})
+        entropy = lambda lp: -(lp.exp() * lp).sum(-1) / math.log(2)
+        kl = (reference.exp() * (reference - logp)).sum(-1) / math.log(2)
+        rows.append({"runtime": generator.runtime, "dtype": dtype, "threads": threads,
+                     "note": note, "tokens_per_second": round(speed, 1),
+                     "kl_bits": round(float(kl.mean()), 4),
+                     "entropy_shift_bits": round(float(
+                         (entropy(logp) - entropy(reference)).abs().mean()), 3)})
     torch.set_num_threads(config.model.threads or torch.get_num_threads())
     return rows
 
@@ -258,9 +296,10 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
     h, d, r = results["hum"], results["display"], results["render"]
     print(f"permanent bench, {results['date']}, {results['machine']}")
     print(f"  model             {g['model']} on {g['device']}, {g['threads']} threads, "
-          f"loaded from cache in {g['load_seconds']} s")
+          f"{g['runtime']}, loaded from cache in {g['load_seconds']} s")
     print(f"  generation        {g['tokens_per_second']} tokens/s streaming with entropy; "
-          f"model.generate() {g['generate_tokens_per_second']} tokens/s; ratio "
+          f"model.generate() on the same weights {g['generate_tokens_per_second']} "
+          f"tokens/s; ratio "
           f"{g['ratio_to_generate']}; {g['cpu_seconds_per_token']} CPU s per token")
     print(f"  display           {d['size']} full page, model generating: frame p50 "
           f"{d['p50_ms']} ms, p99 {d['p99_ms']} ms, max {d['max_ms']} ms ({d['frames']} frames)")
@@ -277,9 +316,9 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
     print(f"  peak memory       {memory['total_peak_rss_mib']} MiB in all: " +
           ", ".join(f"{k} {v}" for k, v in memory["peak_rss_mib"].items()))
     for row in results.get("variants", []):
-        print(f"  variant           {row['dtype']}, {row['threads']} threads, quantize "
-              f"{row['quantize']}: {row['tokens_per_second']} tokens/s, "
-              f"KL {row['kl_bits_from_fp32']} bits from fp32")
+        print(f"  variant           {row['note']}, {row['dtype']}, {row['threads']} "
+              f"threads: {row['tokens_per_second']} tokens/s, KL {row['kl_bits']} bits, "
+              f"entropy moved {row['entropy_shift_bits']} bits")
     v = results["verdict"]
     print(f"  verdict           {'sustains' if v['sustains_pacing'] else 'does NOT sustain'} "
           f"{config.pacing.tokens_per_second} tokens/s, headroom x{v['headroom']}")

@@ -23,6 +23,8 @@ class ModelConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     threads: int = bounded(2, ge=0, le=256)  # torch CPU threads; 0 = torch's own choice
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    runtime: Literal["auto", "transformers"] = "auto"   # auto: the compact decoder when it fits
+    weights: Literal["auto", "float", "int8", "int4"] = "auto"  # how a CPU holds the weights
     trust_remote_code: bool = False
 
     def validate(self):

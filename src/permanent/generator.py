@@ -13,15 +13,15 @@ from typing import Iterator, Protocol
 
 import torch
 import transformers
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList,
-                          RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                          TopKLogitsWarper, TopPLogitsWarper)
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import ModelConfig, TextConfig
 from .entropy import entropy_bits
 from .errors import ModelError
 from .events import TokenEvent
+from .model_runtime import open_runtime
 from .model_store import ModelSource
+from .sampling import TokenSampler
 from .typesetting import ends_sentence
 from . import voice
 
@@ -80,7 +80,7 @@ class TransformersGenerator:
         transformers.utils.logging.disable_progress_bar()   # a cached load takes a second
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
-            self.model = AutoModelForCausalLM.from_pretrained(
+            model = AutoModelForCausalLM.from_pretrained(
                 source.location, dtype=dtype, use_safetensors=True, **options)
         except OSError as e:
             where = source.location if Path(source.location).is_dir() else \
@@ -88,27 +88,27 @@ class TransformersGenerator:
             raise ModelError(f"cannot load model {source.label!r} from {where}: {e}. "
                              "Set model.name in config.yaml to 'embedded', a local folder, "
                              "or a model id that is already cached.") from None
-        self.model.to(self.device).eval()
-        self.end_ids = self._end_token_ids()
+        model.to(self.device).eval()
+        self.end_ids = self._end_token_ids(model.generation_config)
+        self.vocab_size = model.config.vocab_size
+        # Only the runtime keeps the model: once it has packed the weights, the float
+        # ones it no longer reads are freed.
+        self.forward, self.runtime = open_runtime(model, model_settings, source.embedded)
         self.update_text(text)
 
     def update_text(self, text: TextConfig) -> None:
         """Prompt, sampling and pass length for the passes from now on."""
         reseed = self.text is None or text.seed != self.text.seed
         self.text = text
-        self.processors = LogitsProcessorList(
-            [RepetitionPenaltyLogitsProcessor(text.repetition_penalty)]
-            + [TemperatureLogitsWarper(text.temperature)]
-            + ([TopKLogitsWarper(text.top_k)] if text.top_k else [])
-            + ([TopPLogitsWarper(text.top_p)] if text.top_p < 1.0 else []))
         if reseed:
             seed = text.seed if text.seed is not None else random.SystemRandom().randrange(2**31)
             self.choices = random.Random(seed)                  # which opening
-            self.sampler = torch.Generator(device=self.device).manual_seed(seed)  # which token
+            self.random_tokens = torch.Generator(device=self.device).manual_seed(seed)
+        self.sample = TokenSampler(text, self.random_tokens)
 
-    def _end_token_ids(self) -> set[int]:
+    def _end_token_ids(self, generation_config) -> set[int]:
         ends = {self.tokenizer.eos_token_id}
-        configured = self.model.generation_config.eos_token_id
+        configured = generation_config.eos_token_id
         ends.update(configured if isinstance(configured, list) else [configured])
         im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
@@ -146,9 +146,10 @@ class TransformersGenerator:
         decoder = IncrementalDecoder(self.tokenizer)
         # The opening is given, not sampled, but the prefill already says how surprising
         # each of its tokens was: the logits at position i predict token i + 1.
-        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=len(opening_ids) + 1)
-        opening_bits = entropy_bits(out.logits[0, :-1]).tolist()
-        cache, logits = out.cache, out.logits[0, -1]
+        capacity = ids.shape[1] + self.text.max_tokens + 1
+        logits = self.forward.prefill(ids, capacity, keep=len(opening_ids) + 1)
+        opening_bits = entropy_bits(logits[:-1]).tolist()
+        logits = logits[-1]
         count, written, pending_bits = 0, "", 0.0
 
         def emit(token_id: int, bits: float):
@@ -169,9 +170,7 @@ class TransformersGenerator:
                 yield piece
         while count < self.text.max_tokens:
             bits = entropy_bits(logits).item()           # uncertainty before sampling shapes it
-            scores = self.processors(ids, logits[None])  # repetition penalty, temperature, top-k, top-p
-            probs = torch.softmax(scores, dim=-1)
-            next_id = torch.multinomial(probs, 1, generator=self.sampler)  # (1, 1)
+            next_id = self.sample(ids, logits)           # (1, 1)
             token_id = int(next_id)
             self.tokens_sampled += 1
             if token_id in self.end_ids:
@@ -181,8 +180,7 @@ class TransformersGenerator:
                 yield piece
                 if count >= self.text.min_tokens and ends_sentence(written):
                     return
-            out = self.model(input_ids=next_id, cache=cache, use_cache=True)
-            cache, logits = out.cache, out.logits[0, -1]
+            logits = self.forward.step(next_id)
 
 
 def load_generator(source: ModelSource, model_settings: ModelConfig,

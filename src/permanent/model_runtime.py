@@ -1,0 +1,64 @@
+"""How the loaded model runs forward: the compact Llama decoder, or transformers' own.
+
+Both give the generator the same two calls, `prefill(ids, capacity, keep)` and
+`step(token_id)`, each returning logits; which one runs, and how its weights are held,
+follows model.runtime and model.weights in config.yaml.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .compact_llama import CompactLlama, unsupported_reason
+from .config import ModelConfig
+from .weight_packing import Packing, PackedLinear
+
+
+class TransformersForward:
+    """transformers' forward with its own growing key/value cache: runs any causal LM."""
+
+    def __init__(self, model, packing: Packing):
+        if packing != "float":
+            _pack_linears(model, packing)
+        self.model = model
+        self.cache = None
+
+    def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1) -> torch.Tensor:
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=keep)
+        self.cache = out.cache
+        return out.logits[0]
+
+    def step(self, token_id: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=token_id, cache=self.cache, use_cache=True)
+        self.cache = out.cache
+        return out.logits[0, -1]
+
+
+def _pack_linears(module: nn.Module, packing: Packing) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, PackedLinear([child], packing))
+        else:
+            _pack_linears(child, packing)
+
+
+def weight_packing(settings: ModelConfig, embedded: bool, device: torch.device) -> Packing:
+    """auto: the embedded model, shipped as 4-bit, runs as 4-bit on a CPU; any other
+    model keeps the precision it was loaded in (int8/int4 are opt-in: they move entropy)."""
+    if device.type != "cpu":
+        return "float"   # the integer kernels are CPU ones; a GPU is not bound by bytes here
+    if settings.weights == "auto":
+        return "int4" if embedded else "float"
+    return settings.weights
+
+
+def open_runtime(model, settings: ModelConfig, embedded: bool):
+    """The forward the generator will call, and a few words on what it is."""
+    packing = weight_packing(settings, embedded, model.device)
+    reason = unsupported_reason(model) if settings.runtime == "auto" else \
+        "model.runtime is transformers"
+    if reason is None:
+        return CompactLlama(model, packing), f"compact decoder, {packing} weights"
+    return TransformersForward(model, packing), \
+        f"transformers' forward ({reason}), {packing} weights"

@@ -1,0 +1,40 @@
+"""Choosing the next token: repetition penalty, temperature, top-k and top-p, then a draw.
+
+The same rules as transformers' logits processors, applied in the same order, but to the
+top-k candidates only: sorting and drawing from a 49,152-token vocabulary took longer than
+the forward pass of the small model itself, and outside the top k every probability is
+zero anyway. tests/test_model.py checks the distribution against transformers' own.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import RepetitionPenaltyLogitsProcessor
+
+from .config import TextConfig
+
+
+class TokenSampler:
+    def __init__(self, text: TextConfig, generator: torch.Generator):
+        self.text = text
+        self.penalty = RepetitionPenaltyLogitsProcessor(text.repetition_penalty)
+        self.generator = generator   # the random stream; kept across settings changes
+
+    def candidates(self, ids: torch.Tensor, logits: torch.Tensor):
+        """(token ids, probabilities) of every token that can be drawn, likeliest first."""
+        scores = self.penalty(ids, logits[None])[0] / self.text.temperature
+        k = min(self.text.top_k or scores.numel(), scores.numel())
+        top, tokens = torch.topk(scores, k)
+        probabilities = torch.softmax(top, dim=-1)
+        if self.text.top_p < 1.0:
+            # Keep the likeliest tokens until they reach top_p; the first always stays.
+            before = probabilities.cumsum(dim=-1) - probabilities
+            keep = int((before < self.text.top_p).sum().clamp(min=1))
+            tokens, probabilities = tokens[:keep], probabilities[:keep]
+            probabilities = probabilities / probabilities.sum()
+        return tokens, probabilities
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The next token, drawn from (1, sequence) ids and their (vocab,) logits: (1, 1)."""
+        tokens, probabilities = self.candidates(ids, logits)
+        return tokens[torch.multinomial(probabilities, 1, generator=self.generator)][None]

@@ -1,0 +1,87 @@
+"""Linear layers packed for a CPU that reads weights faster than it multiplies them.
+
+A token of a small model is bound by how many bytes of weights stream through the cores,
+so the piece can hold them as 4- or 8-bit integers and let torch's weight-only kernels
+(`_weight_int4pack_mm_for_cpu`, `_weight_int8pack_mm`, the ones torchao and gpt-fast use)
+expand them on the fly. Several layers that read the same input (q, k, v; gate, up) are
+packed side by side into one matrix, so each costs one kernel call instead of three.
+
+int4 keeps a scale and a minimum per group of 32 input weights, exactly the grid of the
+embedded model's GGUF (Q4_1), so re-packing its de-quantized weights loses nothing but
+bf16 rounding. int8 keeps one scale per output row.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Packing = Literal["float", "int8", "int4"]
+INT4_GROUP = 32
+
+
+def kernel_takes(packing: Packing, in_features: int, out_features: int) -> bool:
+    """Shapes the kernels accept (checked by hand on torch 2.13: the int8 kernel
+    segfaults, rather than raising, when the inputs are not whole multiples of 16)."""
+    if packing == "int4":
+        return in_features % INT4_GROUP == 0 and out_features % 16 == 0
+    if packing == "int8":
+        return in_features % 16 == 0
+    return True
+
+
+class PackedLinear(nn.Module):
+    """y = x W^T + b for one or more `nn.Linear` read side by side, in the packing asked."""
+
+    def __init__(self, layers: list[nn.Linear], packing: Packing):
+        super().__init__()
+        weight = torch.cat([layer.weight.detach() for layer in layers])
+        biases = [layer.bias for layer in layers]
+        self.bias = torch.cat([b.detach() for b in biases]) if all(
+            b is not None for b in biases) else None
+        self.out_features, self.in_features = weight.shape
+        while not kernel_takes(packing, self.in_features, self.out_features):
+            packing = "int8" if packing == "int4" else "float"   # the next best that fits
+        if packing != "float" and weight.device.type != "cpu":
+            packing = "float"  # the integer kernels used here are CPU ones
+        self.packing = packing
+        if packing == "float":
+            self.weight = weight
+        elif packing == "int8":
+            self._pack_int8(weight.float())
+        else:
+            self._pack_int4(weight.float())
+
+    def _pack_int8(self, weight: torch.Tensor) -> None:
+        scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        self.weight = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        self.scale = scale.to(torch.bfloat16)
+
+    def _pack_int4(self, weight: torch.Tensor) -> None:
+        groups = weight.reshape(self.out_features, -1, INT4_GROUP)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+        step = ((high - low) / 15).clamp(min=1e-12)
+        levels = ((groups - low[..., None]) / step[..., None]).round().clamp(0, 15)
+        levels = levels.to(torch.int32).reshape(self.out_features, self.in_features)
+        self.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(levels, 1)
+        # The kernel reads w = (level - 8) * scale + zero, per group, as [groups, out, 2].
+        self.scale = torch.stack([step, low + 8 * step], dim=-1).transpose(0, 1)
+        self.scale = self.scale.contiguous().to(torch.bfloat16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packing == "float":
+            y = nn.functional.linear(x, self.weight.to(x.dtype))
+        else:
+            flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+            if self.packing == "int8":
+                y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale)
+            else:
+                y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP,
+                                                              self.scale)
+            y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features}, {self.packing}"

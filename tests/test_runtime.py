@@ -1,0 +1,162 @@
+"""The fast path is the same model: the compact decoder, packed weights and the sampler
+checked against transformers running the same weights."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LogitsProcessorList,
+                          Qwen2Config, Qwen2ForCausalLM, RepetitionPenaltyLogitsProcessor,
+                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+from permanent.compact_llama import CompactLlama
+from permanent.config import ModelConfig, TextConfig
+from permanent.generator import load_generator
+from permanent.model_runtime import TransformersForward, open_runtime
+from permanent.sampling import TokenSampler
+from permanent.weight_packing import INT4_GROUP, PackedLinear
+
+
+def bits(logp):
+    return -(logp.exp() * logp).sum(-1) / math.log(2)
+
+
+def kl_bits(reference, logp):
+    return (reference.exp() * (reference - logp)).sum(-1) / math.log(2)
+
+
+def compact_logits(model, ids, packing):
+    """Prefill the first half, then step through the rest one token at a time."""
+    decoder = CompactLlama(model, packing)
+    split = ids.shape[1] // 2
+    rows = list(decoder.prefill(ids[:, :split], ids.shape[1], keep=split))
+    rows += [decoder.step(ids[:, i:i + 1]) for i in range(split, ids.shape[1])]
+    return torch.log_softmax(torch.stack(rows).float(), dim=-1)
+
+
+def reference_logits(model, ids):
+    return torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def embedded(embedded_model):
+    model = AutoModelForCausalLM.from_pretrained(embedded_model.location, dtype=torch.float32)
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model.location)
+    text = ("The fans turn slower after midnight. Somewhere a disk wakes, writes a little, "
+            "and sleeps again; the room keeps its one long note.")
+    return model.eval(), tokenizer(text, return_tensors="pt").input_ids
+
+
+@torch.inference_mode()
+def test_compact_decoder_matches_transformers_on_the_embedded_model(embedded):
+    model, ids = embedded
+    reference = reference_logits(model, ids)
+    ours = compact_logits(model, ids, "float")
+    assert (ours - reference).abs().max() < 1e-3
+    assert (ours.argmax(-1) == reference.argmax(-1)).all()
+
+
+@torch.inference_mode()
+def test_compact_decoder_matches_transformers_on_a_qwen2_model():
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=512, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256)
+    model = Qwen2ForCausalLM(config).eval()   # q/k/v with biases, untied head
+    ids = torch.randint(0, 512, (1, 24))
+    assert (compact_logits(model, ids, "float") - reference_logits(model, ids)).abs().max() < 1e-4
+
+
+@torch.inference_mode()
+def test_packed_weights_barely_move_the_embedded_models_entropy(embedded):
+    """int4 restores the model's own 4-bit grid; int8 rounds each row to 255 levels."""
+    model, ids = embedded
+    reference = reference_logits(model, ids)
+    for packing, kl_limit, shift_limit in [("int4", 0.02, 0.1), ("int8", 0.04, 0.2)]:
+        packed = compact_logits(model, ids, packing)
+        assert kl_bits(reference, packed).mean() < kl_limit, packing
+        assert (bits(packed) - bits(reference)).abs().mean() < shift_limit, packing
+
+
+def test_int4_packing_is_exact_for_weights_already_on_a_4_bit_grid():
+    torch.manual_seed(1)
+    out_features, in_features = 48, 4 * INT4_GROUP
+    groups = in_features // INT4_GROUP
+    step = torch.rand(out_features, groups, 1) * 0.01 + 0.001
+    low = torch.randn(out_features, groups, 1) * 0.05
+    levels = torch.randint(0, 16, (out_features, groups, INT4_GROUP)).float()
+    levels[..., 0], levels[..., 1] = 0, 15   # every group spans its whole grid
+    layer = torch.nn.Linear(in_features, out_features, bias=False)
+    layer.weight.data = (low + step * levels).reshape(out_features, in_features)
+    x = torch.randn(3, in_features)
+    exact = x.bfloat16().float() @ layer.weight.data.T
+    packed = PackedLinear([layer], "int4")
+    assert packed.packing == "int4"
+    assert torch.allclose(packed(x), exact, rtol=0.02, atol=0.02 * exact.abs().mean())
+
+
+@pytest.mark.parametrize("shape, asked, used", [
+    ((48, 24), "int4", "int8"),    # 48 inputs: not whole groups of 32
+    ((64, 24), "int4", "int8"),    # 24 outputs: not whole tiles of 16
+    ((40, 16), "int4", "float"),   # 40 inputs: the int8 kernel would crash
+    ((40, 16), "int8", "float"),
+])
+def test_packing_falls_back_for_shapes_the_kernels_cannot_take(shape, asked, used):
+    layer = torch.nn.Linear(*shape)
+    packed = PackedLinear([layer], asked)
+    assert packed.packing == used
+    x = torch.randn(2, shape[0])
+    assert torch.allclose(packed(x), layer(x).detach(), atol=0.05)
+
+
+@pytest.mark.parametrize("text", [
+    TextConfig(),
+    TextConfig(temperature=1.3, top_k=0, top_p=0.8, repetition_penalty=1.0),
+    TextConfig(temperature=0.5, top_k=5, top_p=1.0, repetition_penalty=1.5),
+])
+def test_sampler_draws_from_the_distribution_transformers_would(text):
+    torch.manual_seed(2)
+    logits = torch.randn(2000) * 3
+    ids = torch.randint(0, 2000, (1, 40))
+    processors = LogitsProcessorList(
+        [RepetitionPenaltyLogitsProcessor(text.repetition_penalty),
+         TemperatureLogitsWarper(text.temperature)]
+        + ([TopKLogitsWarper(text.top_k)] if text.top_k else [])
+        + ([TopPLogitsWarper(text.top_p)] if text.top_p < 1.0 else []))
+    expected = torch.softmax(processors(ids, logits[None].clone())[0], dim=-1)
+    tokens, probabilities = TokenSampler(text, torch.Generator()).candidates(ids, logits)
+    ours = torch.zeros_like(expected).index_put_((tokens,), probabilities)
+    assert (ours - expected).abs().max() < 1e-5
+    sampler = TokenSampler(text, torch.Generator().manual_seed(3))
+    draws = torch.cat([sampler(ids, logits) for _ in range(400)]).flatten()
+    assert set(draws.tolist()) <= set(tokens.tolist())
+
+
+def test_runtime_follows_the_config(embedded_model, tmp_path):
+    embedded = load_generator(embedded_model, ModelConfig(), TextConfig())
+    assert embedded.runtime == "compact decoder, int4 weights"
+    plain = load_generator(embedded_model, ModelConfig(runtime="transformers", weights="float"),
+                           TextConfig())
+    assert plain.runtime.startswith("transformers' forward (model.runtime is transformers)")
+    folder = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    forward, words = open_runtime(model, ModelConfig(weights="int8"), embedded=False)
+    assert isinstance(forward, TransformersForward)
+    assert words == "transformers' forward (architecture 'gpt2'), int8 weights"
+    assert forward.prefill(torch.tensor([[1, 2, 3]]), 8).shape == (1, 64)
+
+
+def test_a_pass_written_by_each_runtime(tiny_model):
+    """Both runtimes write whole passes through the generator's own loop."""
+    from permanent.model_store import ModelSource
+
+    source = ModelSource("tiny", str(tiny_model), cached=True)
+    text = TextConfig(seed=4, min_tokens=20, max_tokens=40)
+    for settings in [ModelConfig(), ModelConfig(runtime="transformers"),
+                     ModelConfig(weights="int8"), dataclasses.replace(ModelConfig(),
+                                                                      dtype="bfloat16")]:
+        events = list(load_generator(source, settings, text).write_pass(0))
+        assert events and events[-1].is_last, settings
