@@ -1,7 +1,6 @@
 """The fast path is the same model: the compact decoder, packed weights and the sampler
 checked against transformers running the same weights."""
 
-import dataclasses
 import math
 
 import pytest
@@ -67,6 +66,28 @@ def test_compact_decoder_matches_transformers_on_a_qwen2_model():
     model = Qwen2ForCausalLM(config).eval()   # q/k/v with biases, untied head
     ids = torch.randint(0, 512, (1, 24))
     assert (compact_logits(model, ids, "float") - reference_logits(model, ids)).abs().max() < 1e-4
+
+
+@torch.inference_mode()
+def test_a_pass_reuses_the_prompt_it_shares_with_the_last_one(embedded):
+    model, ids = embedded
+    warm = CompactLlama(model, "float")
+    computed, forward = [], warm._forward
+    warm._forward = lambda new, keep: computed.append(new.shape[1]) or forward(new, keep)
+    prompt = ids[:, :20]
+    for opening in [ids[:, 20:26], ids[:, 26:30], torch.tensor([[11, 12, 13]])]:
+        sequence = torch.cat([prompt, opening], dim=1)
+        warm_logits = warm.prefill(sequence, 64, keep=3)
+        fresh = CompactLlama(model, "float")
+        expected = fresh.prefill(sequence, 64, keep=3)
+        assert (warm_logits - expected).abs().max() < 1e-4
+        assert (warm.step(torch.tensor([[7]])) - fresh.step(torch.tensor([[7]]))).abs().max() < 1e-4
+    assert computed[::2] == [26, 4, 3]   # after the first pass, only the opening is read
+    # A prompt that changes half-way is computed again from there.
+    changed = torch.cat([ids[:, :10], ids[:, 20:30]], dim=1)
+    expected = CompactLlama(model, "float").prefill(changed, 64, keep=2)
+    assert (warm.prefill(changed, 64, keep=2) - expected).abs().max() < 1e-4
+    assert computed[-1] == 10 and warm.length == changed.shape[1]
 
 
 @torch.inference_mode()
@@ -136,16 +157,17 @@ def test_sampler_draws_from_the_distribution_transformers_would(text):
 
 def test_runtime_follows_the_config(embedded_model, tmp_path):
     embedded = load_generator(embedded_model, ModelConfig(), TextConfig())
-    assert embedded.runtime == "compact decoder, int4 weights"
+    assert embedded.runtime == "compact decoder, int4 weights, bfloat16"
     plain = load_generator(embedded_model, ModelConfig(runtime="transformers", weights="float"),
                            TextConfig())
     assert plain.runtime.startswith("transformers' forward (model.runtime is transformers)")
     folder = tmp_path / "gpt2"
-    GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(folder)
+    tiny_gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2))
+    tiny_gpt2.save_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
-    forward, words = open_runtime(model, ModelConfig(weights="int8"), embedded=False)
+    forward, words = open_runtime(model, ModelConfig(), "int8")
     assert isinstance(forward, TransformersForward)
-    assert words == "transformers' forward (architecture 'gpt2'), int8 weights"
+    assert words == "transformers' forward (architecture 'gpt2'), int8 weights, float32"
     assert forward.prefill(torch.tensor([[1, 2, 3]]), 8).shape == (1, 64)
 
 
@@ -156,7 +178,7 @@ def test_a_pass_written_by_each_runtime(tiny_model):
     source = ModelSource("tiny", str(tiny_model), cached=True)
     text = TextConfig(seed=4, min_tokens=20, max_tokens=40)
     for settings in [ModelConfig(), ModelConfig(runtime="transformers"),
-                     ModelConfig(weights="int8"), dataclasses.replace(ModelConfig(),
-                                                                      dtype="bfloat16")]:
+                     ModelConfig(weights="int8"), ModelConfig(weights="int4", dtype="float32"),
+                     ModelConfig(runtime="transformers", weights="int4")]:
         events = list(load_generator(source, settings, text).write_pass(0))
         assert events and events[-1].is_last, settings

@@ -64,28 +64,28 @@ def measure_generator(config: Config, passes: int = 2) -> dict:
 
 def _transformers_model(source, settings, device):
     """The model as transformers runs it, its linear layers packed as the piece packs them."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    from .model_runtime import TransformersForward, weight_packing
+    from .model_runtime import TransformersForward, activation_dtype, weight_packing
 
+    packing = weight_packing(settings, source.embedded, device)
     model = AutoModelForCausalLM.from_pretrained(
-        source.location, dtype=getattr(torch, settings.dtype), local_files_only=True,
+        source.location, dtype=activation_dtype(settings, packing), local_files_only=True,
         use_safetensors=True, trust_remote_code=settings.trust_remote_code)
     model.to(device).eval()
-    return TransformersForward(model, weight_packing(settings, source.embedded, device)).model
+    return TransformersForward(model, packing).model
 
 
 VARIANTS = [  # (runtime, weights, dtype, threads, note); the first is the reference
     ("transformers", "float", "float32", 2, "transformers as loaded: the reference"),
-    ("transformers", "float", "bfloat16", 2, "bf16"),
-    ("transformers", "float", "float32", 2, "torch.ao int8 dynamic quantization"),
-    ("transformers", "int4", "float32", 2, "transformers' forward, 4-bit weights"),
+    ("transformers", "float", "bfloat16", 2, "transformers, bf16"),
+    ("transformers", "float", "float32", 2, "transformers, torch.ao int8 dynamic quantization"),
+    ("transformers", "int4", "bfloat16", 2, "transformers, 4-bit weights"),
     ("auto", "float", "float32", 2, "compact decoder"),
-    ("auto", "int8", "float32", 2, "compact decoder, 8-bit weights"),
-    ("auto", "int4", "float32", 2, "compact decoder, 4-bit weights"),
-    ("auto", "int4", "bfloat16", 2, "compact decoder, 4-bit weights, bf16 activations"),
-    ("auto", "int4", "float32", 1, "compact decoder, 4-bit weights, 1 thread"),
+    ("auto", "int8", "bfloat16", 2, "compact decoder, 8-bit weights"),
+    ("auto", "int4", "float32", 2, "compact decoder, 4-bit weights, fp32 activations"),
+    ("auto", "int4", "bfloat16", 2, "compact decoder, 4-bit weights (the embedded default)"),
+    ("auto", "int4", "bfloat16", 1, "compact decoder, 4-bit weights, 1 thread"),
 ]
 
 
@@ -132,11 +132,11 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
             reference = logp
         entropy = lambda lp: -(lp.exp() * lp).sum(-1) / math.log(2)
         kl = (reference.exp() * (reference - logp)).sum(-1) / math.log(2)
-        rows.append({"runtime": generator.runtime, "dtype": dtype, "threads": threads,
+        shift = (entropy(logp) - entropy(reference)).abs().mean()
+        rows.append({"runtime": generator.runtime, "threads": threads,
                      "note": note, "tokens_per_second": round(speed, 1),
-                     "kl_bits": round(float(kl.mean()), 4),
-                     "entropy_shift_bits": round(float(
-                         (entropy(logp) - entropy(reference)).abs().mean()), 3)})
+                     "kl_bits": float(f"{kl.mean():.2g}"),   # two significant digits
+                     "entropy_shift_bits": float(f"{shift:.2g}")})
     torch.set_num_threads(config.model.threads or torch.get_num_threads())
     return rows
 
@@ -235,6 +235,8 @@ def _family_peak_rss(pid: int) -> dict:
             cmdline = open(f"/proc/{entry}/cmdline").read()
         except (OSError, ValueError, IndexError):
             continue
+        if "VmHWM" not in fields:   # a child that has exited and not yet been reaped
+            continue
         role = "main" if int(entry) == pid else (
             "resource tracker" if "resource_tracker" in cmdline else f"child {entry}")
         peaks[role] = round(int(fields["VmHWM"].split()[0]) / 1024, 1)
@@ -283,7 +285,8 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
                "render": measure_render(config),
                "startup": [measure_startup(config_path, cold=False)]}
     if cold:
-        results["startup"].insert(0, measure_startup(config_path, cold=True))
+        # (the first launch converts the model, about half a minute on 2 cores)
+        results["startup"].insert(0, measure_startup(config_path, cold=True, seconds=60))
     if variants:
         results["variants"] = measure_variants(config)
     g = results["generator"]
@@ -316,8 +319,8 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
     print(f"  peak memory       {memory['total_peak_rss_mib']} MiB in all: " +
           ", ".join(f"{k} {v}" for k, v in memory["peak_rss_mib"].items()))
     for row in results.get("variants", []):
-        print(f"  variant           {row['note']}, {row['dtype']}, {row['threads']} "
-              f"threads: {row['tokens_per_second']} tokens/s, KL {row['kl_bits']} bits, "
+        print(f"  variant           {row['note']}, {row['threads']} threads: "
+              f"{row['tokens_per_second']} tokens/s, KL {row['kl_bits']} bits, "
               f"entropy moved {row['entropy_shift_bits']} bits")
     v = results["verdict"]
     print(f"  verdict           {'sustains' if v['sustains_pacing'] else 'does NOT sustain'} "

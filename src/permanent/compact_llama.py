@@ -1,11 +1,12 @@
-"""A compact forward pass for Llama-shaped models, one token at a time on a CPU.
+"""A compact forward pass for Llama-shaped models, one token at a time.
 
 transformers' forward is general: masks, cache objects and hooks cost about as much as the
 arithmetic when the model is as small as the embedded one. This decoder runs the same
 weights through the same operations in fewer, larger steps: q/k/v and gate/up each packed
 into one matrix (see `weight_packing`), a key/value cache written in place instead of
-concatenated, and the rotary tables computed once by the model's own rotary module. Its
-logits match transformers' to float rounding (tests/test_model.py checks that).
+concatenated and kept for the prompt the next pass shares, and the rotary tables computed
+once by the model's own rotary module. Its logits match transformers' to float rounding
+(tests/test_runtime.py checks that).
 
 Used for architectures that are this shape (Llama, Qwen2) when model.runtime is auto;
 everything else runs through transformers.
@@ -14,10 +15,9 @@ everything else runs through transformers.
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from .weight_packing import Packing, PackedLinear
+from .weight_packing import PackedLinear, Packing, output_packing
 
 SUPPORTED = {"llama", "qwen2"}
 
@@ -60,29 +60,43 @@ class CompactLlama:
         self.layers = [_Layer(block, packing) for block in model.model.layers]
         self.norm = model.model.norm
         self.rotary = model.model.rotary_emb
-        # The embedded model's output matrix was 8-bit (Q8_0) to begin with: 4 bits would move it.
-        self.head = PackedLinear([model.lm_head], "int8" if packing == "int4" else packing)
+        self.head = PackedLinear([model.lm_head], output_packing(packing))
         self.dtype = self.embed.weight.dtype
         self.device = self.embed.weight.device
-        self.length = 0
         self.cache = torch.empty(0)
+        self.tokens = torch.empty(0, dtype=torch.long, device=self.device)  # what the cache holds
 
     def _norm(self, module, x):
         return F.rms_norm(x, module.weight.shape, module.weight, self.eps)
 
+    @property
+    def length(self) -> int:
+        return self.tokens.numel()
+
     def _reserve(self, capacity: int) -> None:
-        """One cache (layers, keys/values, kv heads, positions, head dim) per pass."""
+        """One cache (layers, keys/values, kv heads, positions, head dim), grown in steps of
+        256 positions and otherwise kept from pass to pass."""
+        if self.cache.numel() and self.cache.shape[4] >= capacity:
+            return
+        capacity = -(-capacity // 256) * 256
         shape = (len(self.layers), 2, 1, self.kv_heads, capacity, self.head_dim)
-        if self.cache.shape != shape:
-            self.cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-            positions = torch.arange(capacity, device=self.device)[None]
-            self.cos, self.sin = self.rotary(self.cache, positions)
+        self.cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.tokens = self.tokens[:0]
+        positions = torch.arange(capacity, device=self.device)[None]
+        self.cos, self.sin = self.rotary(self.cache, positions)
 
     def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1) -> torch.Tensor:
-        """Start a new sequence; logits (keep, vocab) for the last `keep` positions."""
+        """Start a new sequence; logits (keep, vocab) for the last `keep` positions.
+
+        Every pass begins with the same system prompt: the positions it shares with what
+        the cache already holds are kept, not computed again."""
         self._reserve(max(capacity, ids.shape[1] + 1))
-        self.length = 0
-        return self._forward(ids, keep)[0]
+        new = ids[0]
+        shared = min(self.length, new.numel() - keep)
+        same = (self.tokens[:shared] == new[:shared]).long()
+        shared = int(same.cumprod(0).sum()) if shared > 0 else 0
+        self.tokens = self.tokens[:shared]
+        return self._forward(ids[:, shared:], keep)[0]
 
     def step(self, token_id: torch.Tensor) -> torch.Tensor:
         """Append one token (tensor of shape (1, 1)); logits (vocab,) for the next one."""
@@ -95,10 +109,12 @@ class CompactLlama:
         end = start + count
         cos, sin = self.cos[:, None, start:end], self.sin[:, None, start:end]
         rotated_heads, half = self.heads + self.kv_heads, self.head_dim // 2
+        # Position start + i sees the keys up to itself; one new token sees them all.
+        mask = None if count == 1 else torch.ones(
+            count, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
         x = self.embed(ids)
         for layer, cache in zip(self.layers, self.cache):
-            # (nn.Module.__call__'s hook machinery, skipped: it costs more than a small matmul.)
-            qkv = layer.qkv.forward(self._norm(layer.attention_norm, x))
+            qkv = layer.qkv(self._norm(layer.attention_norm, x))
             qkv = qkv.view(1, count, -1, self.head_dim).transpose(1, 2)   # (1, heads, count, dim)
             qk, v = qkv[:, :rotated_heads], qkv[:, rotated_heads:]
             # Rotary position, queries and keys in one go (transformers' rotate_half layout).
@@ -107,10 +123,10 @@ class CompactLlama:
             cache[0, :, :, start:end] = k
             cache[1, :, :, start:end] = v
             attended = F.scaled_dot_product_attention(
-                q, cache[0, :, :, :end], cache[1, :, :, :end], is_causal=count > 1,
+                q, cache[0, :, :, :end], cache[1, :, :, :end], attn_mask=mask,
                 enable_gqa=self.heads != self.kv_heads)
-            x = x + layer.out.forward(attended.transpose(1, 2).reshape(1, count, -1))
-            gate, up = layer.gate_up.forward(self._norm(layer.mlp_norm, x)).chunk(2, dim=-1)
-            x = x + layer.down.forward(F.silu(gate) * up)
-        self.length = end
-        return self.head.forward(self._norm(self.norm, x[:, -keep:]))
+            x = x + layer.out(attended.transpose(1, 2).reshape(1, count, -1))
+            gate, up = layer.gate_up(self._norm(layer.mlp_norm, x)).chunk(2, dim=-1)
+            x = x + layer.down(F.silu(gate) * up)
+        self.tokens = torch.cat([self.tokens, ids[0]])
+        return self.head(self._norm(self.norm, x[:, -keep:]))

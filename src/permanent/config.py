@@ -22,7 +22,7 @@ class ModelConfig:
     name: str = "embedded"             # "embedded", a Hugging Face id in the local cache, or a folder
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     threads: int = bounded(2, ge=0, le=256)  # torch CPU threads; 0 = torch's own choice
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     runtime: Literal["auto", "transformers"] = "auto"   # auto: the compact decoder when it fits
     weights: Literal["auto", "float", "int8", "int4"] = "auto"  # how a CPU holds the weights
     trust_remote_code: bool = False

@@ -19,7 +19,7 @@ from .config import ModelConfig, TextConfig
 from .entropy import entropy_bits
 from .errors import ModelError
 from .events import TokenEvent
-from .model_runtime import open_runtime
+from .model_runtime import activation_dtype, open_runtime, weight_packing
 from .model_store import ModelSource
 from .sampling import TokenSampler
 from .typesetting import ends_sentence
@@ -75,7 +75,8 @@ class TransformersGenerator:
         if model_settings.threads:
             torch.set_num_threads(model_settings.threads)
         self.device = pick_device(model_settings.device)
-        dtype = getattr(torch, model_settings.dtype)
+        packing = weight_packing(model_settings, source.embedded, self.device)
+        dtype = activation_dtype(model_settings, packing)
         options = dict(local_files_only=True, trust_remote_code=model_settings.trust_remote_code)
         transformers.utils.logging.disable_progress_bar()   # a cached load takes a second
         try:
@@ -93,7 +94,7 @@ class TransformersGenerator:
         self.vocab_size = model.config.vocab_size
         # Only the runtime keeps the model: once it has packed the weights, the float
         # ones it no longer reads are freed.
-        self.forward, self.runtime = open_runtime(model, model_settings, source.embedded)
+        self.forward, self.runtime = open_runtime(model, model_settings, packing)
         self.update_text(text)
 
     def update_text(self, text: TextConfig) -> None:

@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
+import os
 import queue
 import signal
 import time
@@ -168,11 +169,17 @@ class ModelSupervisor:
         self.process.stop()
 
 
+MODEL_NICENESS = 10
+
+
 def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue, stop,
           heartbeat, log_level: int, first_pass_id: int = 0,
           first_pass_tokens: Optional[int] = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)   # nothing to save: end the moment the piece ends
+    # The model only has to stay ahead of the screen; a frame or an audio buffer that waits
+    # for it is a visible or audible stutter. Lower priority lets those go first.
+    os.nice(MODEL_NICENESS)
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
     from .errors import PermanentError
     from .generator import load_generator

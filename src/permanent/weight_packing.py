@@ -32,6 +32,13 @@ def kernel_takes(packing: Packing, in_features: int, out_features: int) -> bool:
     return True
 
 
+def output_packing(packing: Packing) -> Packing:
+    """The output matrix (hidden state -> vocabulary) stays 8-bit beside 4-bit layers: the
+    embedded model's was Q8_0, and in 4 bits it moved the entropy thirty times as far
+    (KL 0.07 against 0.002 bits)."""
+    return "int8" if packing == "int4" else packing
+
+
 class PackedLinear(nn.Module):
     """y = x W^T + b for one or more `nn.Linear` read side by side, in the packing asked."""
 
@@ -54,16 +61,18 @@ class PackedLinear(nn.Module):
         else:
             self._pack_int4(weight.float())
 
+    # In-place arithmetic below: one temporary copy of a matrix at a time, not four, which
+    # for a 49,152-word output matrix is the difference in the process's peak memory.
     def _pack_int8(self, weight: torch.Tensor) -> None:
         scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12)
-        self.weight = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        self.weight = (weight / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)
         self.scale = scale.to(torch.bfloat16)
 
     def _pack_int4(self, weight: torch.Tensor) -> None:
         groups = weight.reshape(self.out_features, -1, INT4_GROUP)
         low, high = groups.amin(dim=-1), groups.amax(dim=-1)
         step = ((high - low) / 15).clamp(min=1e-12)
-        levels = ((groups - low[..., None]) / step[..., None]).round().clamp(0, 15)
+        levels = (groups - low[..., None]).div_(step[..., None]).round_().clamp_(0, 15)
         levels = levels.to(torch.int32).reshape(self.out_features, self.in_features)
         self.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(levels, 1)
         # The kernel reads w = (level - 8) * scale + zero, per group, as [groups, out, 2].
