@@ -244,6 +244,9 @@ def test_soak_of_500_passes_does_not_leak(pulse_env, tiny_model, tmp_path):
         roles = {"main": piece.process.pid, "hum": int(pids[1]), "model": int(pids[2])}
 
         wait_for_passes(piece, 100, timeout=600)           # warm-up
+        # The model yields the CPU to frames and audio buffers; they keep their priority.
+        priority = {role: os.getpriority(os.PRIO_PROCESS, pid) for role, pid in roles.items()}
+        assert priority == {"main": 0, "hum": 0, "model": 19}, priority
         warm = {role: process_stats(pid) for role, pid in roles.items()}
         started = time.monotonic()
         wait_for_passes(piece, 600, timeout=600)

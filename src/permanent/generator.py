@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +33,16 @@ class TextGenerator(Protocol):
 
     def write_pass(self, pass_id: int) -> Iterator[TokenEvent]:
         """Yield the tokens of one pass; the last one has is_last=True."""
+
+
+def release_freed_memory() -> None:
+    """Hand the float weights that packing replaced back to the system: glibc keeps freed
+    blocks in its arenas, and the model process stayed about 280 MiB larger without this."""
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):   # not glibc: nothing to trim
+        pass
 
 
 def pick_device(wanted: str) -> torch.device:
@@ -95,6 +108,8 @@ class TransformersGenerator:
         # Only the runtime keeps the model: once it has packed the weights, the float
         # ones it no longer reads are freed.
         self.forward, self.runtime = open_runtime(model, model_settings, packing)
+        del model
+        release_freed_memory()
         self.update_text(text)
 
     def update_text(self, text: TextConfig) -> None:
