@@ -6,9 +6,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +20,7 @@ from .entropy import entropy_bits
 from .errors import ModelError
 from .events import TokenEvent
 from .model_runtime import activation_dtype, open_runtime, weight_packing
-from .model_store import ModelSource
+from .model_store import ModelSource, release_freed_memory
 from .sampling import TokenSampler
 from .typesetting import ends_sentence
 from . import voice
@@ -33,16 +30,6 @@ class TextGenerator(Protocol):
 
     def write_pass(self, pass_id: int) -> Iterator[TokenEvent]:
         """Yield the tokens of one pass; the last one has is_last=True."""
-
-
-def release_freed_memory() -> None:
-    """Hand the float weights that packing replaced back to the system: glibc keeps freed
-    blocks in its arenas, and the model process stayed about 280 MiB larger without this."""
-    gc.collect()
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):   # not glibc: nothing to trim
-        pass
 
 
 def pick_device(wanted: str) -> torch.device:

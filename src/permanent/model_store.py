@@ -9,6 +9,9 @@ from the network.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import importlib.metadata
 import os
 import shutil
@@ -104,6 +107,7 @@ def ensure_converted(source: ModelSource, log=print) -> None:
     if not source.embedded or _is_model_folder(Path(source.location)):
         return
     convert_embedded(Path(source.location), log=log)
+    release_freed_memory()   # before the model is loaded beside what converting it used
 
 
 def convert_embedded(target: Path, log=print) -> None:
@@ -128,8 +132,10 @@ def convert_embedded(target: Path, log=print) -> None:
         config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
         if hasattr(config, "quantization_config"):
             del config.quantization_config
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        missing, unexpected = plain.load_state_dict(quantized.state_dict(), strict=False)
+        with torch.device("meta"):   # no second copy of the weights: it takes the first's
+            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = plain.load_state_dict(quantized.state_dict(), strict=False,
+                                                    assign=True)
         missing = [k for k in missing if "lm_head" not in k]  # tied to the embeddings
         if missing or unexpected:
             raise ModelError(f"converting {gguf.name} failed: weights did not line up "
@@ -149,6 +155,17 @@ def convert_embedded(target: Path, log=print) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(f"  done in {time.monotonic() - started:.1f} s")
+
+
+def release_freed_memory() -> None:
+    """Hand memory that Python has freed back to the system. glibc keeps freed blocks in
+    its arenas: without this the model process stayed about 280 MiB larger after packing
+    its weights, and a first run that converts the model peaked higher when loading it."""
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):   # not glibc: nothing to trim
+        pass
 
 
 def progress_log(message: str) -> None:
