@@ -89,7 +89,7 @@ VARIANTS = [  # (runtime, weights, dtype, threads, note); the first is the refer
     ("auto", "int8", "bfloat16", 2, "compact decoder, 8-bit weights"),
     ("auto", "int4", "float32", 2, "compact decoder, 4-bit weights, fp32 activations"),
     ("auto", "int4", "bfloat16", 2, "compact decoder, 4-bit weights (the embedded default)"),
-    ("auto", "int4", "bfloat16", 1, "compact decoder, 4-bit weights, 1 thread"),
+    ("auto", "int4", "bfloat16", 1, "compact decoder, 4-bit weights"),
 ]
 
 
@@ -323,7 +323,8 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
     print(f"  peak memory       {memory['total_peak_rss_mib']} MiB in all: " +
           ", ".join(f"{k} {v}" for k, v in memory["peak_rss_mib"].items()))
     for row in results.get("variants", []):
-        print(f"  variant           {row['note']}, {row['threads']} threads: "
+        threads = f"{row['threads']} thread" + ("s" if row["threads"] != 1 else "")
+        print(f"  variant           {row['note']}, {threads}: "
               f"{row['tokens_per_second']} tokens/s, KL {row['kl_bits']} bits, "
               f"entropy moved {row['entropy_shift_bits']} bits")
     v = results["verdict"]
