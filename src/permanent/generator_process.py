@@ -191,8 +191,8 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
         ensure_converted(source, log=progress_log)
         generator = load_generator(source, config.model, config.text)
         heartbeat.value = time.monotonic()   # loading is not hanging: the clock starts now
-        status.put(Status("generator", "ready",
-                          f"{generator.label} loaded in {time.monotonic() - started:.1f} s ({generator.runtime})",
+        loaded = f"{generator.label} loaded in {time.monotonic() - started:.1f} s"
+        status.put(Status("generator", "ready", f"{loaded} ({generator.runtime})",
                           time.monotonic()))
     except PermanentError as e:
         status.put(Status("generator", "error", str(e), time.monotonic()))
