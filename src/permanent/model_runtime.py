@@ -7,12 +7,23 @@ follows model.runtime, model.weights and model.dtype in config.yaml.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import nn
 
 from .compact_llama import CompactLlama, unsupported_reason
 from .config import ModelConfig
 from .weight_packing import PackedLinear, Packing, output_packing
+
+
+class ModelForward(Protocol):
+    def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1) -> torch.Tensor:
+        """Start a sequence of (1, n) ids, room for `capacity` positions in all; logits
+        (keep, vocab) for its last `keep` positions."""
+
+    def step(self, token_id: torch.Tensor) -> torch.Tensor:
+        """Append one (1, 1) token; logits (vocab,) for the next."""
 
 
 class TransformersForward:
@@ -62,7 +73,7 @@ def activation_dtype(settings: ModelConfig, packing: Packing) -> torch.dtype:
     return getattr(torch, settings.dtype)
 
 
-def open_runtime(model, settings: ModelConfig, packing: Packing):
+def open_runtime(model, settings: ModelConfig, packing: Packing) -> tuple[ModelForward, str]:
     """The forward the generator will call, and a few words on what it is."""
     reason = unsupported_reason(model) if settings.runtime == "auto" else \
         "model.runtime is transformers"
