@@ -23,6 +23,8 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
     """The piece's streaming loop (with entropy) against plain `model.generate()` on the
     same weights, threads, prompt and sampling settings, in one run. Both after one
     warm-up: the piece runs for months, so the steady state is what counts."""
+    import dataclasses
+
     import torch
 
     from .generator import load_generator
@@ -45,7 +47,9 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
     streaming = tokens / seconds
 
     text = config.text
-    plain = _transformers_model(source, config.model, generator.device)
+    # The same weights as the piece packs them, run by transformers' own forward.
+    plain = load_generator(source, dataclasses.replace(config.model, runtime="transformers"),
+                           text).forward.model
     prompt, opening = generator.prompt_ids("I am being computed.")
     ids = torch.tensor([prompt + opening], device=generator.device)
     n = max(32, tokens // passes)
@@ -64,20 +68,6 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
             "generate_tokens_per_second": round(generate, 1),
             "ratio_to_generate": round(streaming / generate, 2),
             "cpu_seconds_per_token": round(cpu / tokens, 4)}
-
-
-def _transformers_model(source, settings, device):
-    """The model as transformers runs it, its linear layers packed as the piece packs them."""
-    from transformers import AutoModelForCausalLM
-
-    from .model_runtime import TransformersForward, activation_dtype, weight_packing
-
-    packing = weight_packing(settings, source.embedded, device)
-    model = AutoModelForCausalLM.from_pretrained(
-        source.location, dtype=activation_dtype(settings, packing), local_files_only=True,
-        use_safetensors=True, trust_remote_code=settings.trust_remote_code)
-    model.to(device).eval()
-    return TransformersForward(model, packing).model
 
 
 VARIANTS = [  # (runtime, weights, dtype, threads, note); the first is the reference
@@ -104,6 +94,7 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
 
     import torch
 
+    from .entropy import entropy_bits
     from .generator import load_generator
     from .model_store import resolve
 
@@ -134,9 +125,8 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
             logp = torch.log_softmax(logits.float(), dim=-1)
         if reference is None:
             reference = logp
-        entropy = lambda lp: -(lp.exp() * lp).sum(-1) / math.log(2)
         kl = (reference.exp() * (reference - logp)).sum(-1) / math.log(2)
-        shift = (entropy(logp) - entropy(reference)).abs().mean()
+        shift = (entropy_bits(logp) - entropy_bits(reference)).abs().mean()
         rows.append({"runtime": generator.runtime, "threads": threads,
                      "note": note, "tokens_per_second": round(speed, 1),
                      "kl_bits": float(f"{kl.mean():.2g}"),   # two significant digits

@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warm-only", action="store_true",
                        help="skip the launch with an empty model cache (saves ~25 s)")
     bench.add_argument("--variants", action="store_true",
-                       help="also try bf16, one thread and int8 dynamic quantization")
+                       help="also compare every way of running the model: runtimes, "
+                       "weight packings, bf16, one thread, int8 dynamic quantization")
     bench.set_defaults(func=cmd_bench)
     render.add_argument("--seconds", type=float, required=True, help="length of the piece to render")
     render.add_argument("--out", type=Path, required=True, help="folder to write into")
