@@ -20,8 +20,9 @@ from .entropy import entropy_bits
 from .errors import ModelError
 from .events import TokenEvent
 from .model_runtime import activation_dtype, open_runtime, weight_packing
-from .model_store import ModelSource, release_freed_memory
+from .model_store import ModelSource
 from .sampling import TokenSampler
+from .supervision import release_freed_memory
 from .typesetting import ends_sentence
 from . import voice
 

