@@ -19,7 +19,7 @@ from .config import ModelConfig, TextConfig
 from .entropy import entropy_bits
 from .errors import ModelError
 from .events import TokenEvent
-from .model_runtime import activation_dtype, open_runtime, weight_packing
+from .model_runtime import activation_dtype, choose_packing, open_runtime
 from .model_store import ModelSource
 from .sampling import TokenSampler
 from .supervision import release_freed_memory
@@ -76,7 +76,7 @@ class TransformersGenerator:
         if model_settings.threads:
             torch.set_num_threads(model_settings.threads)
         self.device = pick_device(model_settings.device)
-        packing = weight_packing(model_settings, source.embedded, self.device)
+        packing = choose_packing(model_settings, source.embedded, self.device)
         dtype = activation_dtype(model_settings, packing)
         options = dict(local_files_only=True, trust_remote_code=model_settings.trust_remote_code)
         transformers.utils.logging.disable_progress_bar()   # a cached load takes a second

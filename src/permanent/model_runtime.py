@@ -55,7 +55,7 @@ def _pack_linears(module: nn.Module, packing: Packing) -> None:
             _pack_linears(child, packing)
 
 
-def weight_packing(settings: ModelConfig, embedded: bool, device: torch.device) -> Packing:
+def choose_packing(settings: ModelConfig, embedded: bool, device: torch.device) -> Packing:
     """auto: the embedded model, shipped as 4-bit, runs as 4-bit on a CPU; any other
     model keeps the precision it was loaded in (int8/int4 are opt-in: they move entropy)."""
     if device.type != "cpu":
