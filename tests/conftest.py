@@ -69,7 +69,7 @@ def xvfb_env():
 def embedded_model():
     """The embedded model, converted into the user's cache once (as `make run` would)."""
     from permanent.config import ModelConfig
-    from permanent.model_store import ensure_converted, resolve
+    from permanent.model.model_store import ensure_converted, resolve
 
     source = resolve(ModelConfig())
     ensure_converted(source, log=lambda message: print(message, file=sys.stderr))

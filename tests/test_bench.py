@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from permanent.bench import VARIANTS, measure_generator, measure_variants
+from permanent.measure.bench import VARIANTS, measure_generator, measure_variants
 from permanent.config import Config, ModelConfig, TextConfig
 
 pytestmark = pytest.mark.slow

@@ -5,9 +5,9 @@ import pygame
 import pytest
 
 from permanent.config import DisplayConfig, PacingConfig
-from permanent.display import PageView
+from permanent.screen.display import PageView
 from permanent.events import TokenEvent
-from permanent.pacing import Conductor
+from permanent.screen.pacing import Conductor
 
 SIZE = (1280, 720)
 SETTINGS = DisplayConfig(background_colour=(0, 0, 0), text_colour=(220, 210, 200),
@@ -110,7 +110,7 @@ def test_after_the_fade_the_screen_is_black(surface):
 
 
 def test_quit_keys_ignore_a_visitors_stray_keys(surface):
-    from permanent.keys import QuitKeys
+    from permanent.screen.keys import QuitKeys
 
     def key(k, mod=0):
         return pygame.event.Event(pygame.KEYDOWN, key=k, mod=mod)

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from permanent.entropy import entropy_bits
+from permanent.model.entropy import entropy_bits
 
 
 def test_one_hot_is_zero_bits():

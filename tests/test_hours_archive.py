@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from permanent.archive import PassArchive, pass_record, recent
+from permanent.care.archive import PassArchive, pass_record, recent
 from permanent.config import Config
 from permanent.errors import ConfigError
 from permanent.events import TokenEvent
-from permanent.hours import is_open
+from permanent.care.hours import is_open
 from permanent.schema import load_yaml
 
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri"]

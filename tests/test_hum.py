@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from permanent.config import HumConfig
-from permanent.fans import blade_pass_hz, rpm_for_speed, semitones, speed_from_entropy
-from permanent.hum_render import Cue, render_hum
-from permanent.preset import available_presets, load_preset
+from permanent.room.fans import blade_pass_hz, rpm_for_speed, semitones, speed_from_entropy
+from permanent.room.hum_render import Cue, render_hum
+from permanent.room.preset import available_presets, load_preset
 
-from permanent.audio_analysis import mono, peak_hz, read_wav, rms, window
+from permanent.measure.audio_analysis import mono, peak_hz, read_wav, rms, window
 
 SETTINGS = HumConfig(spin_up_seconds=0.3, spin_down_seconds=0.5, fade_in_seconds=1.0,
                      fade_out_seconds=0.8)
@@ -118,7 +118,7 @@ def test_blade_pass_arithmetic():
 
 
 def test_bench_measures_the_fan_tone_from_a_render():
-    from permanent.bench import measure_hum
+    from permanent.measure.bench import measure_hum
     from permanent.config import Config
 
     result = measure_hum(Config())

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from permanent.audio_analysis import mono, peak_hz, read_wav, rms
-from permanent.fans import semitones
-from permanent.preset import load_preset
+from permanent.measure.audio_analysis import mono, peak_hz, read_wav, rms
+from permanent.room.fans import semitones
+from permanent.room.preset import load_preset
 
 from test_piece import Running, sink_inputs
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from permanent.config import ModelConfig, TextConfig
-from permanent.generator import IncrementalDecoder, load_generator
-from permanent.model_store import ModelSource, ensure_converted
-from permanent.typesetting import ends_sentence
+from permanent.model.generator import IncrementalDecoder, load_generator
+from permanent.model.model_store import ModelSource, ensure_converted
+from permanent.events import ends_sentence
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import pytest
 
 from permanent.config import PacingConfig
 from permanent.events import TokenEvent
-from permanent.pacing import Conductor, Phase, ease_in_out, token_delay
+from permanent.screen.pacing import Conductor, Phase, ease_in_out, token_delay
 
 STEADY = PacingConfig(tokens_per_second=4.0, jitter=0.0, comma_pause_seconds=0.5,
                       sentence_pause_seconds=1.0, line_break_pause_seconds=2.0,

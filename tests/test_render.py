@@ -7,9 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from permanent.audio_analysis import mono, read_wav
+from permanent.measure.audio_analysis import mono, read_wav
 from permanent.config import Config
-from permanent.preset import load_preset
+from permanent.room.preset import load_preset
 from permanent.render import FanTrack, render
 
 pytestmark = pytest.mark.slow

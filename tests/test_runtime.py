@@ -9,12 +9,12 @@ from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Log
                           Qwen2Config, Qwen2ForCausalLM, RepetitionPenaltyLogitsProcessor,
                           TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
-from permanent.compact_llama import CompactLlama
+from permanent.model.compact_llama import CompactLlama
 from permanent.config import ModelConfig, TextConfig
-from permanent.generator import load_generator
-from permanent.model_runtime import TransformersForward, open_runtime
-from permanent.sampling import TokenSampler
-from permanent.weight_packing import INT4_GROUP, PackedLinear
+from permanent.model.generator import load_generator
+from permanent.model.model_runtime import TransformersForward, open_runtime
+from permanent.model.sampling import TokenSampler
+from permanent.model.weight_packing import INT4_GROUP, PackedLinear
 
 
 def bits(logp):
@@ -173,7 +173,7 @@ def test_runtime_follows_the_config(embedded_model, tmp_path):
 
 def test_a_pass_written_by_each_runtime(tiny_model):
     """Both runtimes write whole passes through the generator's own loop."""
-    from permanent.model_store import ModelSource
+    from permanent.model.model_store import ModelSource
 
     source = ModelSource("tiny", str(tiny_model), cached=True)
     text = TextConfig(seed=4, min_tokens=20, max_tokens=40)

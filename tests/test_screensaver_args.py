@@ -3,7 +3,7 @@
 import pytest
 
 from permanent.cli import build_parser
-from permanent.screensaver import SaverArgumentError, SaverMode, choose_mode
+from permanent.screen.screensaver import SaverArgumentError, SaverMode, choose_mode
 
 
 def mode(*argv, env=None, program="permanent"):

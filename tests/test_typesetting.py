@@ -1,4 +1,4 @@
-from permanent.typesetting import Page
+from permanent.screen.typesetting import Page
 
 WIDTH = 20
 measure = len   # one unit per character: the layout is checkable by eye

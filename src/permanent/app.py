@@ -52,155 +52,223 @@ class Piece:
         return f"{t - self.launched:.2f} s after launch"
 
     def run(self) -> int:
-        from .archive import PassArchive, default_path, pass_record
-        from .audio_process import HumSupervisor
-        from .config_watch import ConfigWatcher
-        from .display import PageView, open_screen, pygame
-        from .generator_process import ModelSupervisor
-        from .hours import is_open
-        from .pacing import Conductor
-        from .supervision import SystemdNotifier
-        from .voice import prompt_record
+        from .care.systemd import SystemdNotifier
+        from .room.audio_process import HumSupervisor
 
-        config = self.config
-        status: mp.Queue = _CONTEXT.Queue(maxsize=64)
+        self._status: mp.Queue = _CONTEXT.Queue(maxsize=64)
         previous = {sig: signal.signal(sig, lambda *_: self.request_stop("signal"))
                     for sig in (signal.SIGTERM, signal.SIGINT)}
-        notifier = SystemdNotifier()
-        hum = HumSupervisor(config, status).start()     # the room first
-        model = archive = None
+        self._notifier = SystemdNotifier()
+        self._hum = HumSupervisor(self.config, self._status).start()   # the room first
+        self._model = self._archive = None
         try:
-            screen = open_screen(config.display, self.windowed, embedded=self.mode == "embedded")
-            if self.mode == "embedded":
-                from .screensaver import survive_host_window_loss
-                survive_host_window_loss(lambda: self.request_stop("host window gone"))
-            model = ModelSupervisor(config, status, self.first_pass_tokens).start()
-            view = PageView(config.display, screen.get_size(), config.base_dir)
-            conductor = Conductor(config.pacing, random.Random(config.text.seed))
-            quit_keys = self._input_policy(config)
-            watcher = ConfigWatcher(self.config_path) \
-                if self.config_path and config.care.watch_config else None
-            if config.care.archive:
-                archive = PassArchive(Path(config.care.archive_file or default_path()),
-                                      int(config.care.archive_megabytes * 2**20), backups=5)
-            pending: Optional[Config] = None
-            on_screen: list = []     # the tokens of the pass being shown, for the archive
-            is_open_now, next_hours_check = True, 0.0
-            closed_pass: Optional[int] = None   # cut off by closing time: not resumed
-
-            def take():
-                token = model.take()
-                while token is not None and closed_pass is not None and token.pass_id <= closed_pass:
-                    token = model.take()
-                return token
-
-            clock = pygame.time.Clock()
-            shown = frames = 0
-            notifier.ready()
-            log.info("window open, %s; hum process %s, model process %s",
-                     self._since_launch(time.monotonic()), hum.pid, model.process.pid)
+            self._open()
+            clock = self._pygame.time.Clock()
             while self._stop_reason is None:
                 now = time.monotonic()
-                notifier.alive(now)
-                for event in pygame.event.get():
-                    if reason := quit_keys.reason(event, now):
-                        self.request_stop(reason)
-                    elif event.type == pygame.VIDEORESIZE:
-                        view = view.resized(screen.get_size(), now)
-                self._read_status(status, hum, model)
-                hum.watch(now)
-                if not model.watch(now) and self._failure is None:
-                    self._fail("the model's process ended before the model loaded; see the "
-                               "messages above.", "model process died")
-                if watcher is not None and (edited := watcher.poll(now)) is not None:
-                    pending = edited
-                cues = []
-                # While closed and dark, new settings need not wait for a pass to end.
-                apply_now = pending is not None and not is_open_now and conductor.opacity == 0
-                if now >= next_hours_check:
-                    next_hours_check = now + 1.0
-                    hours = config.hours
-                    opened = not hours.enabled or is_open(self.wall_clock(), hours.days,
-                                                          hours.opens, hours.closes)
-                    if opened != is_open_now:
-                        is_open_now = opened
-                        self._open_or_close(opened, hum, config, pygame)
-                        if not opened:   # the page fades; the rest of its pass is dropped
-                            closed_pass = conductor.pass_id
-                            on_screen = []   # an unfinished pass is not archived
-                            cues += conductor.interrupt(now)
-                cues += conductor.tick(now, take if is_open_now else lambda: None)
-                if model.pass_interrupted():
-                    cues += conductor.interrupt(now)
-                for cue in cues:
-                    if cue.kind == "reveal":
-                        view.append(cue.token.text, now)
-                        hum.show_token(cue.token.entropy_bits)
-                        on_screen.append(cue.token)
-                        log.debug("shown %r (%.2f bits)", cue.token.text, cue.token.entropy_bits)
-                        shown += 1
-                        if shown == 1:
-                            log.info("first token shown, %s", self._since_launch(now))
-                    elif cue.kind == "pass_end":
-                        hum.idle()   # between passes the fans settle
-                        log.info("pass %s ended", conductor.pass_id)
-                        if archive is not None and on_screen:
-                            archive.append(pass_record(
-                                conductor.pass_id, config.model.name,
-                                prompt_record(config.text),
-                                on_screen))
-                        on_screen = []
-                    elif cue.kind == "clear":
-                        view.clear()
-                        apply_now = pending is not None   # the pass boundary
-                if apply_now:   # new settings: at a pass boundary, or at once while closed
-                    config, pending = self._apply(pending, config, hum, model, conductor), None
-                    self.config = config
-                    if not is_open_now:   # a new room starts at its own volume: keep it low
-                        hum.set_volume(config.hours.closed_volume, 0.1)
-                    view = PageView(config.display, screen.get_size(), config.base_dir)
-                    quit_keys = self._input_policy(config)
-                view.draw(screen, now, conductor.opacity)
-                pygame.display.flip()
-                if frames == 0:
-                    log.info("first frame drawn, %s", self._since_launch(time.monotonic()))
-                frames += 1
-                if self.duration is not None and now - self.launched >= self.duration:
-                    self.request_stop("duration reached")
-                clock.tick(config.display.fps)
+                self._notifier.alive(now)
+                self._read_input(now)
+                self._read_news(now)
+                self._take_config_edits(now)
+                cues = self._keep_hours(now)
+                cues += self._advance(now)
+                at_boundary = self._act_on(cues, now)
+                self._apply_settings_if_due(at_boundary)
+                self._draw(now)
+                self._stop_when_duration_reached(now)
+                clock.tick(self.config.display.fps)
             log.info("stopping (%s)", self._stop_reason)
         finally:
-            stopping = time.monotonic()
-            notifier.stopping()
-            fade = self.config.hum.fade_out_seconds
-            hum.begin_stop(fade)          # the room fades while the model is ended
-            if model is not None:
-                model.stop()
-            model_ended = time.monotonic()
-            hum.stop(fade)
-            hum_ended = time.monotonic()
-            if archive is not None:
-                archive.close()
-            closing = time.monotonic()
-            if self.mode != "embedded":
-                # The host owns an embedded window; SDL tearing it down can wait half a
-                # second on a window the host already destroyed. Leaving closes it anyway.
-                pygame.quit()
-            closed = time.monotonic()
-            notifier.close()
-            status.cancel_join_thread()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            log.info("stopped in %.2f s (model %.2f, hum %.2f, window %.2f)",
-                     time.monotonic() - stopping, model_ended - stopping,
-                     hum_ended - model_ended, closed - closing)
+            self._close(previous)
         if self._failure is not None:
             raise self._failure
         return 0
 
+    # The loop's steps, in the order it calls them.
+
+    def _open(self) -> None:
+        """The window, then the model's process, then what the loop keeps between frames."""
+        from .care.archive import PassArchive, default_path
+        from .care.config_watch import ConfigWatcher
+        from .care.hours import OpeningHours
+        from .model.generator_process import ModelSupervisor
+        from .room.preset import load_preset
+        from .screen.display import PageView, open_screen, pygame
+        from .screen.pacing import Conductor
+
+        config = self.config
+        self._pygame = pygame
+        self._screen = open_screen(config.display, self.windowed,
+                                   embedded=self.mode == "embedded")
+        if self.mode == "embedded":
+            from .screen.screensaver import survive_host_window_loss
+            survive_host_window_loss(lambda: self.request_stop("host window gone"))
+        self._model = ModelSupervisor(config, self._status, self.first_pass_tokens).start()
+        self._view = PageView(config.display, self._screen.get_size(), config.base_dir)
+        self._conductor = Conductor(config.pacing, random.Random(config.text.seed))
+        self._quit_keys = self._input_policy(config)
+        self._watcher = None
+        if self.config_path and config.care.watch_config:
+            self._watcher = ConfigWatcher(
+                self.config_path, check=lambda c: load_preset(c.hum.preset, c.base_dir))
+        if config.care.archive:
+            self._archive = PassArchive(Path(config.care.archive_file or default_path()),
+                                        int(config.care.archive_megabytes * 2**20), backups=5)
+        self._hours = OpeningHours(self.wall_clock)
+        self._pending: Optional[Config] = None   # an edit waiting for a pass boundary
+        self._on_screen: list = []               # the shown pass's tokens, for the archive
+        self._closed_pass: Optional[int] = None  # cut off by closing time: not resumed
+        self._shown = self._frames = 0
+        self._notifier.ready()
+        log.info("window open, %s; hum process %s, model process %s",
+                 self._since_launch(time.monotonic()), self._hum.pid, self._model.process.pid)
+
+    def _read_input(self, now: float) -> None:
+        for event in self._pygame.event.get():
+            if reason := self._quit_keys.reason(event, now):
+                self.request_stop(reason)
+            elif event.type == self._pygame.VIDEORESIZE:
+                self._view = self._view.resized(self._screen.get_size(), now)
+
+    def _read_news(self, now: float) -> None:
+        """What the children said, and whether they are still alive."""
+        while True:
+            try:
+                news: Status = self._status.get_nowait()
+            except queue.Empty:
+                break
+            self._heard(news)
+        self._hum.watch(now)
+        if not self._model.watch(now) and self._failure is None:
+            self._fail("the model's process ended before the model loaded; see the "
+                       "messages above.", "model process died")
+
+    def _take_config_edits(self, now: float) -> None:
+        if self._watcher is not None and (edited := self._watcher.poll(now)) is not None:
+            self._pending = edited
+
+    def _keep_hours(self, now: float) -> list:
+        hours = self.config.hours
+        opened = self._hours.change(now, hours.enabled, hours.days, hours.opens, hours.closes)
+        if opened is None:
+            return []
+        self._open_or_close(opened)
+        if opened:
+            return []
+        # Closing: the page fades at once; the rest of its pass is dropped, not archived.
+        self._closed_pass = self._conductor.pass_id
+        self._on_screen = []
+        return self._conductor.interrupt(now)
+
+    def _advance(self, now: float) -> list:
+        """The conductor's cues for this frame: tokens due, a pass ending, a fade."""
+        cues = self._conductor.tick(now, self._take if self._hours.open else lambda: None)
+        if self._model.pass_interrupted():
+            cues += self._conductor.interrupt(now)
+        return cues
+
+    def _take(self):
+        token = self._model.take()
+        while (token is not None and self._closed_pass is not None
+               and token.pass_id <= self._closed_pass):
+            token = self._model.take()
+        return token
+
+    def _act_on(self, cues: list, now: float) -> bool:
+        """Show, sound and archive what the cues say; True at a pass boundary."""
+        at_boundary = False
+        for cue in cues:
+            if cue.kind == "reveal":
+                token = cue.token
+                self._view.append(token.text, now)
+                self._hum.show_token(token.entropy_bits)
+                self._on_screen.append(token)
+                log.debug("shown %r (%.2f bits)", token.text, token.entropy_bits)
+                self._shown += 1
+                if self._shown == 1:
+                    log.info("first token shown, %s", self._since_launch(now))
+            elif cue.kind == "pass_end":
+                self._hum.idle()   # between passes the fans settle
+                log.info("pass %s ended", self._conductor.pass_id)
+                self._archive_shown_pass()
+            elif cue.kind == "clear":
+                self._view.clear()
+                at_boundary = True
+        return at_boundary
+
+    def _archive_shown_pass(self) -> None:
+        from .care.archive import pass_record
+        from .model.voice import prompt_record
+
+        if self._archive is not None and self._on_screen:
+            self._archive.append(pass_record(self._conductor.pass_id, self.config.model.name,
+                                             prompt_record(self.config.text), self._on_screen))
+        self._on_screen = []
+
+    def _apply_settings_if_due(self, at_boundary: bool) -> None:
+        """New settings take effect at a pass boundary, or at once while closed and dark."""
+        from .screen.display import PageView
+
+        if self._pending is None:
+            return
+        dark_and_closed = not self._hours.open and self._conductor.opacity == 0
+        if not (at_boundary or dark_and_closed):
+            return
+        new, old = self._pending, self.config
+        self._pending = None
+        self._conductor.pacing = new.pacing
+        self._hum.apply(new)
+        self._model.apply(new)
+        changed = [f.name for f in dataclasses.fields(Config)
+                   if f.metadata.get("yaml", True) and getattr(new, f.name) != getattr(old, f.name)]
+        log.info("new settings in effect: %s", ", ".join(changed) or "nothing changed")
+        self.config = new
+        if not self._hours.open:   # a new room starts at its own volume: keep it low
+            self._hum.set_volume(new.hours.closed_volume, 0.1)
+        self._view = PageView(new.display, self._screen.get_size(), new.base_dir)
+        self._quit_keys = self._input_policy(new)
+
+    def _draw(self, now: float) -> None:
+        self._view.draw(self._screen, now, self._conductor.opacity)
+        self._pygame.display.flip()
+        if self._frames == 0:
+            log.info("first frame drawn, %s", self._since_launch(time.monotonic()))
+        self._frames += 1
+
+    def _stop_when_duration_reached(self, now: float) -> None:
+        if self.duration is not None and now - self.launched >= self.duration:
+            self.request_stop("duration reached")
+
+    def _close(self, previous_handlers: dict) -> None:
+        """The room fades while the model is ended; then the archive, the window, signals."""
+        stopping = time.monotonic()
+        self._notifier.stopping()
+        fade = self.config.hum.fade_out_seconds
+        self._hum.begin_stop(fade)
+        if self._model is not None:
+            self._model.stop()
+        model_ended = time.monotonic()
+        self._hum.stop(fade)
+        hum_ended = time.monotonic()
+        if self._archive is not None:
+            self._archive.close()
+        closing = time.monotonic()
+        if self.mode != "embedded" and hasattr(self, "_pygame"):
+            # The host owns an embedded window; SDL tearing it down can wait half a
+            # second on a window the host already destroyed. Leaving closes it anyway.
+            self._pygame.quit()
+        closed = time.monotonic()
+        self._notifier.close()
+        self._status.cancel_join_thread()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        log.info("stopped in %.2f s (model %.2f, hum %.2f, window %.2f)",
+                 time.monotonic() - stopping, model_ended - stopping,
+                 hum_ended - model_ended, closed - closing)
+
     def _input_policy(self, config: Config):
-        from .keys import QuitKeys
-        from .screensaver import WakeOnInput
+        from .screen.keys import QuitKeys
+        from .screen.screensaver import WakeOnInput
 
         if self.mode == "standalone":
             saver = config.screensaver
@@ -211,47 +279,32 @@ class Piece:
                         config.display.fullscreen and not self.windowed,
                         keys_quit=self.mode != "embedded")
 
-    @staticmethod
-    def _apply(new: Config, old: Config, hum, model, conductor) -> Config:
-        conductor.pacing = new.pacing
-        hum.apply(new)
-        model.apply(new)
-        changed = [f.name for f in dataclasses.fields(Config)
-                   if f.metadata.get("yaml", True) and getattr(new, f.name) != getattr(old, f.name)]
-        log.info("new settings in effect: %s", ", ".join(changed) or "nothing changed")
-        return new
-
-    def _open_or_close(self, opened: bool, hum, config: Config, pygame) -> None:
-        hours = config.hours
+    def _open_or_close(self, opened: bool) -> None:
+        hours = self.config.hours
         if opened:
             log.info("opening: the piece returns")
-            hum.set_volume(config.hum.volume, hours.transition_seconds)
-            pygame.display.set_allow_screensaver(False)
+            self._hum.set_volume(self.config.hum.volume, hours.transition_seconds)
+            self._pygame.display.set_allow_screensaver(False)
         else:
             log.info("closing until %s: text stops, the hum falls to %.2f", hours.opens,
                      hours.closed_volume)
-            hum.set_volume(hours.closed_volume, hours.transition_seconds)
-            pygame.display.set_allow_screensaver(True)   # the display may sleep
+            self._hum.set_volume(hours.closed_volume, hours.transition_seconds)
+            self._pygame.display.set_allow_screensaver(True)   # the display may sleep
 
     def _fail(self, message: str, reason: str, exit_code: int = 1) -> None:
         self._failure = PermanentError(message)
         self._failure.exit_code = exit_code
         self.request_stop(reason)
 
-    def _read_status(self, status: mp.Queue, hum, model) -> None:
-        while True:
-            try:
-                news: Status = status.get_nowait()
-            except queue.Empty:
-                break
-            if news.kind == "playing":
-                log.info("hum playing on %s, %s", news.message, self._since_launch(news.seconds))
-            elif news.kind == "ready":
-                model.ready()
-                log.info("model ready: %s, %s", news.message, self._since_launch(news.seconds))
-            elif news.kind == "silent":
-                log.warning("%s", news.message)
-                hum.process.silent = True
-            elif news.kind == "error":
-                self._fail(news.message, f"{news.source} failed",
-                           exit_code=2 if news.source == "audio" else 1)
+    def _heard(self, news: Status) -> None:
+        if news.kind == "playing":
+            log.info("hum playing on %s, %s", news.message, self._since_launch(news.seconds))
+        elif news.kind == "ready":
+            self._model.ready()
+            log.info("model ready: %s, %s", news.message, self._since_launch(news.seconds))
+        elif news.kind == "silent":
+            log.warning("%s", news.message)
+            self._hum.process.silent = True
+        elif news.kind == "error":
+            self._fail(news.message, f"{news.source} failed",
+                       exit_code=2 if news.source == "audio" else 1)

@@ -34,8 +34,8 @@ def _load(path: Path | None):
 def _check_sound_and_model(config):
     """What must be right before anything starts; returns the model source, or raises a
     PermanentError that points at the line of config.yaml to fix."""
-    from .model_store import resolve
-    from .preset import load_preset
+    from .model.model_store import resolve
+    from .room.preset import load_preset
 
     def at_key(key, check):
         try:
@@ -60,7 +60,7 @@ def cmd_run(args) -> int:
                          "model.name at a local folder, or use 'embedded'.")
     if config.audio.enabled and config.audio.device != "default":
         # A named output that is missing is a configuration mistake: say so before starting.
-        from .devices import DeviceNotFound, choose_output, probe_output_devices
+        from .room.devices import DeviceNotFound, choose_output, probe_output_devices
         try:
             choose_output(config.audio.device, probe_output_devices())
         except DeviceNotFound as e:
@@ -96,7 +96,7 @@ def _log_to_file(config) -> None:
 def cmd_archive(args) -> int:
     import textwrap
 
-    from .archive import default_path, recent
+    from .care.archive import default_path, recent
 
     config = _load(args.config)
     path = Path(config.care.archive_file or default_path())
@@ -113,7 +113,7 @@ def cmd_archive(args) -> int:
 
 
 def cmd_screensaver(args) -> int:
-    from .screensaver import SaverArgumentError, choose_mode, describe_configuration, \
+    from .screen.screensaver import SaverArgumentError, choose_mode, describe_configuration, \
         prepare_environment
 
     try:
@@ -151,14 +151,14 @@ def cmd_check(args) -> int:
         else "NOT in the local cache: it cannot load here")
     print(f"model:   {source.label} at {source.location} ({state})")
     if source.embedded:
-        from .model_store import embedded_gguf
+        from .model.model_store import embedded_gguf
         print(f"         from {embedded_gguf()}")
     _print_devices(config)
     return 0 if (source.cached or source.embedded) else 1
 
 
 def _print_devices(config=None) -> None:
-    from .devices import DeviceNotFound, choose_output, probe_output_devices
+    from .room.devices import DeviceNotFound, choose_output, probe_output_devices
 
     devices = probe_output_devices()
     if not devices:
@@ -183,7 +183,7 @@ def cmd_devices(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from .measure.bench import run_bench
 
     return run_bench(_load(args.config), args.config, as_json=args.json,
                      cold=not args.warm_only, variants=args.variants)

@@ -91,7 +91,7 @@ class DisplayConfig:
                 return key, "each channel must be from 0 to 255."
         if min(self.window_size) < 64:
             return "window_size", "must be at least 64 x 64 pixels."
-        from .keys import parse_chord  # deferred: keys imports pygame only when needed
+        from .screen.keys import parse_chord  # deferred: keys imports pygame only when needed
         problem = parse_chord(self.quit_chord, check_only=True)
         if problem:
             return "quit_chord", problem
@@ -134,7 +134,7 @@ class HoursConfig:
     transition_seconds: float = bounded(8.0, ge=0.0, le=600.0)  # fade at opening and closing
 
     def validate(self):
-        from .hours import DAYS, parse_time
+        from .care.hours import DAYS, parse_time
         for key in ("opens", "closes"):
             try:
                 parse_time(getattr(self, key))

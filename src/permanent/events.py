@@ -1,7 +1,9 @@
-"""The small, frozen messages that cross process boundaries."""
+"""The small, frozen messages that cross process boundaries, and the one rule about
+their text that both sides of a boundary need: where a sentence ends."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -22,3 +24,12 @@ class Status:
     kind: str
     message: str = ""
     seconds: float = 0.0  # when it happened, on the sender's monotonic clock
+
+
+# A sentence has ended when the text ends in . ! ? or … , perhaps inside quotes or brackets.
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s*$")
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether `text` ends a sentence: where a pass may stop and where reading pauses."""
+    return _SENTENCE_END.search(text) is not None

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from .config import Config
-from .fans import settle
+from .room.fans import settle
 
 log = logging.getLogger("permanent.render")
 CONTACT_FRAMES = 12
@@ -67,12 +67,12 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")   # frames are drawn offscreen
     from tqdm import tqdm
 
-    from .display import PageView, pygame
-    from .generator import load_generator
-    from .hum_render import Cue, render_hum
-    from .model_store import ensure_converted, resolve
-    from .pacing import Conductor
-    from .preset import load_preset
+    from .screen.display import PageView, pygame
+    from .model.generator import load_generator
+    from .room.hum_render import Cue, render_hum
+    from .model.model_store import ensure_converted, resolve
+    from .screen.pacing import Conductor
+    from .room.preset import load_preset
 
     config = config.replace(text=dataclasses.replace(config.text, seed=seed))
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +134,7 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
                      sample_rate=config.audio.sample_rate)
     video = frames.finish(wav)
     _contact_sheet(contact, out / "contact.png")
-    from .spectrogram import draw_spectrogram
+    from .measure.spectrogram import draw_spectrogram
     draw_spectrogram(wav, out / "tokens.jsonl", out / "spectrogram.png")
     pygame.quit()
     count = sum(1 for _ in open(out / "tokens.jsonl", encoding="utf-8"))

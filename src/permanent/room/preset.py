@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .config import HumConfig
-from .errors import ConfigError
+from ..config import HumConfig
+from ..errors import ConfigError
 from .fans import blade_pass_hz, rpm_for_speed, speed_from_entropy
-from .schema import bounded, load_yaml_file
+from ..schema import bounded, load_yaml_file
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class Preset:
 
 
 def _search_dirs(base_dir: Path) -> list[Path]:
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent   # permanent/, where a wheel puts sounds/
     return [base_dir / "sounds", package / "sounds", package.parent.parent / "sounds"]
 
 

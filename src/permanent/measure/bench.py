@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import Config
+from ..config import Config
 
 
 def measure_generator(config: Config, passes: int = 3) -> dict:
@@ -27,8 +27,8 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
 
     import torch
 
-    from .generator import load_generator
-    from .model_store import ensure_converted, resolve
+    from ..model.generator import load_generator
+    from ..model.model_store import ensure_converted, resolve
 
     source = resolve(config.model, config.base_dir)
     ensure_converted(source)
@@ -94,9 +94,9 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
 
     import torch
 
-    from .entropy import entropy_bits
-    from .generator import load_generator
-    from .model_store import resolve
+    from ..model.entropy import entropy_bits
+    from ..model.generator import load_generator
+    from ..model.model_store import resolve
 
     source = resolve(config.model, config.base_dir)
     text = dataclasses.replace(config.text, seed=1, min_tokens=tokens, max_tokens=tokens)
@@ -139,8 +139,8 @@ def measure_display(config: Config, seconds: float = 6.0, size=(1920, 1080)) -> 
     """Frame times of a full page at 1920x1080, drawn offscreen while the model generates."""
     import multiprocessing as mp
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    from .display import PageView, pygame
-    from .generator_process import GeneratorProcess
+    from ..screen.display import PageView, pygame
+    from ..model.generator_process import GeneratorProcess
 
     status = mp.get_context("spawn").Queue()
     model = GeneratorProcess(config, status).start()
@@ -176,9 +176,9 @@ def measure_display(config: Config, seconds: float = 6.0, size=(1920, 1080)) -> 
 
 def measure_hum(config: Config) -> dict:
     from .audio_analysis import mono, peak_hz, read_wav, window
-    from .fans import semitones
-    from .hum_render import Cue, render_hum
-    from .preset import load_preset
+    from ..room.fans import semitones
+    from ..room.hum_render import Cue, render_hum
+    from ..room.preset import load_preset
 
     preset = load_preset(config.hum.preset, config.base_dir)
     settle = 6 * max(config.hum.spin_up_seconds, config.hum.spin_down_seconds) + 1.0
@@ -204,7 +204,7 @@ def measure_hum(config: Config) -> dict:
 
 def measure_render(config: Config, seconds: float = 30.0) -> dict:
     """`permanent render` at 1280x720, 30 fps: seconds of piece per wall-clock second."""
-    from .render import render
+    from ..render import render
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.monotonic()

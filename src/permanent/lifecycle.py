@@ -1,5 +1,8 @@
-"""Keeping the piece's processes alive and lean: when to try again after a crash, how to
-tell systemd, and the few calls into the C library that this needs."""
+"""How each child process of the piece lives: it dies with its parent, gives freed memory
+back to the system, and when it crashes is started again after waits that grow.
+
+Both the hum's process and the model's use these; neither knows about the other.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,9 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-import logging
 import os
 import signal
-import socket
 import sys
-
-log = logging.getLogger("permanent")
 
 
 class Backoff:
@@ -66,46 +65,3 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     _libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     if os.getppid() == 1:   # the parent died before we asked
         os.kill(os.getpid(), sig)
-
-
-class SystemdNotifier:
-    """sd_notify: READY, WATCHDOG and STOPPING datagrams to $NOTIFY_SOCKET, when present.
-
-    A few lines of the protocol rather than a dependency; without systemd it does nothing.
-    """
-
-    def __init__(self):
-        address = os.environ.get("NOTIFY_SOCKET", "")
-        self.address = "\0" + address[1:] if address.startswith("@") else address
-        self.socket = None
-        if self.address:
-            self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        usec = os.environ.get("WATCHDOG_USEC", "")
-        self.interval = int(usec) / 2e6 if usec.isdigit() else None   # ping twice per timeout
-        self._last = 0.0
-
-    def send(self, message: str) -> None:
-        if self.socket is None:
-            return
-        try:
-            self.socket.sendto(message.encode(), self.address)
-        except OSError as e:
-            log.warning("cannot reach systemd's notify socket (%s); not notifying again", e)
-            self.socket = None
-
-    def ready(self) -> None:
-        self.send("READY=1")
-
-    def alive(self, now: float) -> None:
-        """Called every frame; pings the watchdog as often as systemd asked for."""
-        if self.interval is not None and now - self._last >= self.interval:
-            self.send("WATCHDOG=1")
-            self._last = now
-
-    def stopping(self) -> None:
-        self.send("STOPPING=1")
-
-    def close(self) -> None:
-        if self.socket is not None:
-            self.socket.close()
-            self.socket = None

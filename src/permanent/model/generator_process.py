@@ -16,9 +16,9 @@ import signal
 import time
 from typing import Optional
 
-from .config import Config, TextConfig
-from .events import Status, TokenEvent
-from .supervision import Backoff, die_with_parent
+from ..config import Config, TextConfig
+from ..events import Status, TokenEvent
+from ..lifecycle import Backoff, die_with_parent
 
 log = logging.getLogger("permanent.generator")
 _CONTEXT = mp.get_context("spawn")
@@ -181,7 +181,7 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
     # for it is a visible or audible stutter. Lower priority lets those go first.
     os.nice(MODEL_NICENESS)
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
-    from .errors import PermanentError
+    from ..errors import PermanentError
     from .generator import load_generator
     from .model_store import ensure_converted, progress_log, resolve
 

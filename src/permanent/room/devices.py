@@ -16,7 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from .errors import AudioError
+from ..errors import AudioError
 
 _PLUGIN_DIRS = ["/usr/lib/x86_64-linux-gnu/alsa-lib", "/usr/lib/aarch64-linux-gnu/alsa-lib",
                 *glob.glob("/usr/lib/*-linux-gnu*/alsa-lib"), "/usr/lib64/alsa-lib",
@@ -71,7 +71,7 @@ def list_output_devices() -> list[OutputDevice]:
 def probe_output_devices(timeout: float = 30.0) -> list[OutputDevice]:
     """`list_output_devices` in a child process: a broken ALSA setup can abort() the
     process that asks, and that must never be the one running the piece or the CLI."""
-    code = "from permanent.devices import _print_devices_json; _print_devices_json()"
+    code = f"from {__name__} import _print_devices_json; _print_devices_json()"
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=timeout)

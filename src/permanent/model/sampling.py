@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
-from .config import TextConfig
+from ..config import TextConfig
 
 
 class TokenSampler:

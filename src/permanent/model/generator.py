@@ -15,15 +15,14 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .config import ModelConfig, TextConfig
+from ..config import ModelConfig, TextConfig
 from .entropy import entropy_bits
-from .errors import ModelError
-from .events import TokenEvent
+from ..errors import ModelError
+from ..events import TokenEvent, ends_sentence
 from .model_runtime import activation_dtype, choose_packing, open_runtime
 from .model_store import ModelSource
 from .sampling import TokenSampler
-from .supervision import release_freed_memory
-from .typesetting import ends_sentence
+from ..lifecycle import release_freed_memory
 from . import voice
 
 class TextGenerator(Protocol):

@@ -13,8 +13,8 @@ from pathlib import Path
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # noqa: E402  (the line above must come first)
 
-from .config import DisplayConfig
-from .errors import DisplayError
+from ..config import DisplayConfig
+from ..errors import DisplayError
 from .pacing import ease_in_out
 from .typesetting import Page
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pyo
 
-from .config import HumConfig
+from ..config import HumConfig
 from .preset import Preset
 
 

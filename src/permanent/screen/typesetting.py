@@ -7,16 +7,7 @@ changes, so the display can keep every earlier line as a finished picture.
 
 from __future__ import annotations
 
-import re
 from typing import Callable
-
-# A sentence has ended when the text ends in . ! ? or … , perhaps inside quotes or brackets.
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s*$")
-
-
-def ends_sentence(text: str) -> bool:
-    """Whether `text` ends a sentence: where a pass may stop and where reading pauses."""
-    return _SENTENCE_END.search(text) is not None
 
 
 class Page:

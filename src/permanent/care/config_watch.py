@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from .config import Config, load_config
-from .errors import PermanentError
+from ..config import Config, load_config
+from ..errors import PermanentError
 
 log = logging.getLogger("permanent")
 
@@ -18,8 +18,9 @@ class ConfigWatcher:
 
     POLL_SECONDS = 1.0
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, check: Callable[[Config], object] = lambda config: None):
         self.path = Path(path)
+        self.check = check   # what else must hold (the preset loads); raises PermanentError
         self._seen = self._stamp()
         self._next_poll = 0.0
 
@@ -41,8 +42,7 @@ class ConfigWatcher:
         self._seen = stamp
         try:
             config = load_config(self.path)
-            from .preset import load_preset
-            load_preset(config.hum.preset, config.base_dir)
+            self.check(config)
         except PermanentError as e:
             log.warning("config edit ignored, still running on the last good settings: %s", e)
             return None

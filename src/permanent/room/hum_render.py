@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .config import HumConfig
+from ..config import HumConfig
 from .devices import prepare_audio_environment
 from .preset import Preset
 

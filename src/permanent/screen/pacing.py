@@ -15,9 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .config import PacingConfig
-from .events import TokenEvent
-from .typesetting import ends_sentence
+from ..config import PacingConfig
+from ..events import TokenEvent, ends_sentence
 
 _CLAUSE_END = re.compile(r"[,;:—–][\"'”’)\]]*$")
 

@@ -15,9 +15,9 @@ import time
 
 from typing import Optional
 
-from .config import Config
-from .events import Status
-from .supervision import Backoff, die_with_parent
+from ..config import Config
+from ..events import Status
+from ..lifecycle import Backoff, die_with_parent
 
 log = logging.getLogger("permanent.audio")
 _CONTEXT = mp.get_context("spawn")   # a clean interpreter: no inherited pygame or torch state
