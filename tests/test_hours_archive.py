@@ -9,7 +9,7 @@ from permanent.care.archive import PassArchive, pass_record, recent
 from permanent.config import Config
 from permanent.errors import ConfigError
 from permanent.events import TokenEvent
-from permanent.care.hours import is_open
+from permanent.care.hours import DAYS, is_open
 from permanent.schema import load_yaml
 
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri"]
@@ -75,3 +75,17 @@ def test_a_torn_last_line_is_skipped(tmp_path):
     path = tmp_path / "passes.jsonl"
     path.write_text(json.dumps({"pass": 1, "text": "x"}) + "\n" + '{"pass": 2, "te')
     assert [r["pass"] for r in recent(path, 5)] == [1]
+
+
+def test_opening_hours_say_only_when_they_change():
+    from permanent.care.hours import OpeningHours
+
+    wall = [dt.datetime(2026, 11, 30, 9, 59, 0)]   # a Monday, a minute before opening
+    hours = OpeningHours(lambda: wall[0])
+    week = list(DAYS)
+    assert hours.change(0.0, True, week, "10:00", "18:00") is False   # closed: said once
+    assert hours.change(2.0, True, week, "10:00", "18:00") is None
+    wall[0] = dt.datetime(2026, 11, 30, 10, 0, 0)
+    assert hours.change(2.5, True, week, "10:00", "18:00") is None    # looked at once a second
+    assert hours.change(3.0, True, week, "10:00", "18:00") is True and hours.open
+    assert hours.change(9.0, False, week, "10:00", "18:00") is None   # hours off: open anyway
