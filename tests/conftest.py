@@ -103,7 +103,9 @@ def _tree_stamp() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted([REPO / "pyproject.toml", *(REPO / "src").rglob("*.py"),
+    package_files = [p for p in (REPO / "src").rglob("*") if p.is_file()
+                     and "__pycache__" not in p.parts]   # code, typeface, voice, corpus
+    for path in sorted([REPO / "pyproject.toml", *package_files,
                         *(REPO / "sounds").glob("*.yaml")]):
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -129,7 +129,11 @@ def test_opening_hours_close_and_reopen_on_an_injected_clock(tmp_path, tiny_mode
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     monkeypatch.setenv("PULSE_SERVER", "unix:/nonexistent/socket")
     path = tmp_path / "config.yaml"
-    path.write_text(QUICK + f"model:\n  name: {tiny_model}\n"
+    # Passes longer than the whole opening (300 tokens at 8 a second), so closing time
+    # always finds one being written: the case this test is about.
+    long_passes = QUICK.replace("min_tokens: 8", "min_tokens: 300").replace(
+        "max_tokens: 20", "max_tokens: 300")
+    path.write_text(long_passes + f"model:\n  name: {tiny_model}\n"
                     "hours:\n  enabled: true\n  opens: '10:00'\n  closes: '10:08'\n"
                     "  transition_seconds: 1\n")
     started = time.monotonic()

@@ -134,3 +134,51 @@ def test_a_resized_window_keeps_the_text(surface):
     wider = view.resized((1920, 1080), 0.0)
     assert wider.page.text.replace("\n", " ").split() == view.page.text.replace("\n", " ").split()
     assert len(wider.page.lines) < len(view.page.lines) * 1.2
+
+
+def test_the_piece_sets_its_own_typeface_from_the_package(surface):
+    """Not pygame's default: the shipped OFL face, with its licence beside it."""
+    from permanent.screen.display import TYPEFACE
+
+    assert TYPEFACE.is_file() and (TYPEFACE.parent / "OFL.txt").is_file()
+    assert "Open Font License" in (TYPEFACE.parent / "OFL.txt").read_text()
+    ours = PageView(SETTINGS, SIZE).font
+    default = pygame.font.Font(None, ours.get_height())
+    # A monospaced face: every letter as wide as every other (pygame's default is not).
+    assert ours.size("iiii") == ours.size("MMMM")
+    assert default.size("iiii") != default.size("MMMM")
+
+
+def test_a_quiet_caret_waits_where_the_next_token_lands(surface):
+    view = PageView(SETTINGS, SIZE)
+    view.append("I am being computed", now=0.0)
+    view.draw(surface, now=5.0, writing=False)
+    without = lit(surface)
+    right_edge = np.nonzero(without.any(axis=0))[0].max()
+    brightness = []
+    for t in np.arange(5.0, 5.0 + PageView.CARET_BREATH_SECONDS, 0.2):
+        view.draw(surface, now=t, writing=True)
+        caret = lit(surface) & ~without
+        xs = np.nonzero(caret.any(axis=0))[0]
+        assert len(xs) and xs.min() > right_edge, "the caret sits after the last letter"
+        assert xs.max() - xs.min() < view.font.size("M")[0] / 2, "a thin bar, not a block"
+        ys, cx = np.nonzero(caret)
+        brightness.append(pygame.surfarray.array3d(surface)[cx, ys].max())
+    # It breathes, dimmer than the text, and never blinks off.
+    assert min(brightness) > 0 and max(brightness) < max(SETTINGS.text_colour)
+    assert max(brightness) - min(brightness) > 30
+
+
+def test_wrapping_is_ragged_right_and_never_splits_a_word(surface):
+    view = PageView(SETTINGS, SIZE)
+    words = (TEXT * 4).split()
+    for i, word in enumerate(words):   # tokens that split words, as a tokenizer's do
+        half = len(word) // 2
+        view.append((" " if i else "") + word[:half], 0.0)
+        view.append(word[half:], 0.0)
+    lines = view.page.lines
+    assert len(lines) > 5
+    assert " ".join(" ".join(lines).split()) == " ".join(words)
+    assert all(line.split() and set(line.split()) <= set(words) for line in lines)
+    widths = {view.font.size(line)[0] for line in lines[:-1]}
+    assert len(widths) > 1 and max(widths) <= view.area.width   # ragged, never over

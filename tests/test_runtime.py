@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LogitsProcessorList,
                           Qwen2Config, Qwen2ForCausalLM, RepetitionPenaltyLogitsProcessor,
-                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper)
 
 from permanent.model.compact_llama import CompactLlama
 from permanent.config import ModelConfig, TextConfig
@@ -136,6 +136,8 @@ def test_packing_falls_back_for_shapes_the_kernels_cannot_take(shape, asked, use
     TextConfig(),
     TextConfig(temperature=1.3, top_k=0, top_p=0.8, repetition_penalty=1.0),
     TextConfig(temperature=0.5, top_k=5, top_p=1.0, repetition_penalty=1.5),
+    TextConfig(temperature=0.9, top_k=40, top_p=1.0, min_p=0.05),
+    TextConfig(temperature=1.0, top_k=0, top_p=0.95, min_p=0.1, repetition_penalty=1.2),
 ])
 def test_sampler_draws_from_the_distribution_transformers_would(text):
     torch.manual_seed(2)
@@ -145,7 +147,8 @@ def test_sampler_draws_from_the_distribution_transformers_would(text):
         [RepetitionPenaltyLogitsProcessor(text.repetition_penalty),
          TemperatureLogitsWarper(text.temperature)]
         + ([TopKLogitsWarper(text.top_k)] if text.top_k else [])
-        + ([TopPLogitsWarper(text.top_p)] if text.top_p < 1.0 else []))
+        + ([TopPLogitsWarper(text.top_p)] if text.top_p < 1.0 else [])
+        + ([MinPLogitsWarper(text.min_p)] if text.min_p > 0 else []))
     expected = torch.softmax(processors(ids, logits[None].clone())[0], dim=-1)
     tokens, probabilities = TokenSampler(text, torch.Generator()).candidates(ids, logits)
     ours = torch.zeros_like(expected).index_put_((tokens,), probabilities)
@@ -182,3 +185,18 @@ def test_a_pass_written_by_each_runtime(tiny_model):
                      ModelConfig(runtime="transformers", weights="int4")]:
         events = list(load_generator(source, settings, text).write_pass(0))
         assert events and events[-1].is_last, settings
+
+
+def test_avoided_words_are_made_unlikely_but_never_touch_the_entropy():
+    """The bias steers the draw; the hum still hears the model's own uncertainty."""
+    logits = torch.zeros(100)
+    logits[7] = 3.0                                # the favourite, an avoided word
+    text = TextConfig(top_k=0, top_p=1.0, repetition_penalty=1.0, avoid_strength=8.0)
+    ids = torch.zeros((1, 1), dtype=torch.long)
+    tokens, probabilities = TokenSampler(text, torch.Generator(), torch.tensor([7])).candidates(
+        ids, logits)
+    assert tokens[0] != 7 and probabilities[tokens == 7].item() < 1e-3
+    assert logits[7] == 3.0                        # the caller's logits are untouched
+    off = TokenSampler(TextConfig(top_k=0, top_p=1.0, repetition_penalty=1.0), torch.Generator(),
+                       torch.tensor([7])).candidates(ids, logits)[0]
+    assert off[0] == 7                             # strength 0: no bias at all

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 from .config import Config
 from .errors import PermanentError
 from .events import Status
+from .screen.pacing import Conductor, Phase
 
 log = logging.getLogger("permanent")
 _CONTEXT = mp.get_context("spawn")
@@ -94,7 +95,6 @@ class Piece:
         from .model.generator_process import ModelSupervisor
         from .room.preset import load_preset
         from .screen.display import PageView, open_screen, pygame
-        from .screen.pacing import Conductor
 
         config = self.config
         self._pygame = pygame
@@ -229,7 +229,8 @@ class Piece:
         self._quit_keys = self._input_policy(new)
 
     def _draw(self, now: float) -> None:
-        self._view.draw(self._screen, now, self._conductor.opacity)
+        writing = self._hours.open and self._conductor.phase is Phase.WRITING
+        self._view.draw(self._screen, now, self._conductor.opacity, writing)
         self._pygame.display.flip()
         if self._frames == 0:
             log.info("first frame drawn, %s", self._since_launch(time.monotonic()))

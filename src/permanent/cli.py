@@ -189,6 +189,37 @@ def cmd_bench(args) -> int:
                      cold=not args.warm_only, variants=args.variants)
 
 
+def cmd_audition(args) -> int:
+    from .measure.audition import run_audition
+
+    paths = args.compare or [args.config]
+    configs = []
+    for path in paths:
+        config = _load(path)
+        _check_sound_and_model(config)
+        configs.append((str(path) if path else "built-in defaults", config))
+    return run_audition(configs, args.passes, args.seed, args.json, args.markdown)
+
+
+def cmd_voice_train(args) -> int:
+    from tqdm import tqdm
+
+    from .model.model_store import ensure_converted, progress_log
+    from .model.voice_training import TrainingSettings, train_voice
+
+    config = _load(args.config)
+    source = _check_sound_and_model(config)
+    ensure_converted(source, log=progress_log)
+    settings = TrainingSettings(epochs=args.epochs, rank=args.rank,
+                                learning_rate=args.learning_rate, seed=args.seed)
+    record = train_voice(source.location, args.corpus, args.out, config.text, settings,
+                         progress=tqdm, threads=args.threads or config.model.threads)
+    print(f"trained a voice on {record['passages']} passages in {record['seconds']} s "
+          f"(loss {record['loss_first_epoch']} -> {record['loss_last_epoch']}) into {args.out}\n"
+          f"use it with   text:\n  voice: {args.out.resolve()}")
+    return 0
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
@@ -226,7 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     archive = sub.add_parser("archive", help="show the most recent passes")
     saver = sub.add_parser("screensaver", help="run as a screensaver: in XScreenSaver's "
                            "window, fullscreen until input, or as a Windows .scr")
-    for p in (parser, run, check, devices, bench, render, archive, saver):
+    audition = sub.add_parser("audition", help="write passes as fast as the model can and "
+                              "say how they read: the curator's tool for tuning the voice")
+    voice = sub.add_parser("voice", help="the model's voice: `permanent voice train`")
+    voice.set_defaults(func=lambda args: voice.print_usage() or 2)
+    train = voice.add_subparsers(dest="voice").add_parser("train", help="train a voice (a LoRA adapter) from a corpus of "
+                             "passages separated by lines holding only %%")
+    for p in (parser, run, check, devices, bench, render, archive, saver, audition, train):
         # On subcommands, SUPPRESS keeps `permanent --config X check` working too.
         default = None if p is parser else argparse.SUPPRESS
         p.add_argument("--config", type=Path, default=default,
@@ -264,6 +301,25 @@ def build_parser() -> argparse.ArgumentParser:
     saver.add_argument("windows", nargs="*", metavar="/s | /c | /p HWND",
                        help="Windows screensaver conventions")
     saver.set_defaults(func=cmd_screensaver)
+    audition.add_argument("--passes", type=int, default=20, help="how many (default 20)")
+    audition.add_argument("--seed", type=int, default=0,
+                          help="pass i uses seed S+i: same seed, same passes (default 0)")
+    audition.add_argument("--json", action="store_true", help="machine-readable output")
+    audition.add_argument("--markdown", type=Path, metavar="FILE",
+                          help="also write the passes and summary as Markdown")
+    audition.add_argument("--compare", type=Path, nargs=2, metavar=("A.yaml", "B.yaml"),
+                          help="two configs on the same seeds, side by side")
+    audition.set_defaults(func=cmd_audition)
+    train.add_argument("corpus", type=Path, help="a text file (or a folder of .txt files) of "
+                       "passages separated by lines holding only %%")
+    train.add_argument("--out", type=Path, required=True, help="the folder to write the voice to")
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0, help="same seed, same voice (default 0)")
+    train.add_argument("--threads", type=int, default=None,
+                       help="CPU threads (default: model.threads); 1 keeps a shared machine usable")
+    train.set_defaults(func=cmd_voice_train)
     parser.set_defaults(func=cmd_run)
     return parser
 

@@ -37,12 +37,17 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
+    voice: str = "builtin"                   # builtin | none | a folder from `permanent voice train`
     system_prompt: Optional[str] = None      # None = the piece's own voice (see `voice`)
     openings: Optional[list[str]] = None     # None = the piece's own openings
+    exemplar_turns: int = bounded(0, ge=0, le=8)   # corpus passages given as earlier replies
     temperature: float = bounded(0.7, gt=0.0, le=5.0)
     top_p: float = bounded(0.9, gt=0.0, le=1.0)
     top_k: int = bounded(50, ge=0, le=100_000)         # 0 = no top-k cut
     repetition_penalty: float = bounded(1.1, ge=1.0, le=3.0)
+    min_p: float = bounded(0.0, ge=0.0, le=1.0)         # drop tokens below min_p x the likeliest's
+    avoid: Optional[list[str]] = None        # words the voice steers away from; None = the piece's
+    avoid_strength: float = bounded(6.0, ge=0.0, le=100.0)  # logits taken from each; 0 = off
     seed: Optional[int] = None               # None = a new seed every run
     min_tokens: int = bounded(90, ge=1, le=100_000)    # a pass ends at the first sentence end after this
     max_tokens: int = bounded(260, ge=1, le=100_000)   # ... and never runs past this
@@ -75,7 +80,7 @@ class DisplayConfig:
     fullscreen: bool = True
     monitor: int = bounded(0, ge=0, le=16)
     window_size: tuple[int, int] = (1280, 720)       # pixels, when not fullscreen
-    font: Optional[str] = None                       # None = pygame's bundled typeface
+    font: Optional[str] = None                       # None = the piece's own (screen/fonts)
     font_size: float = bounded(0.06, gt=0.0, le=0.5)  # fraction of the screen height
     line_spacing: float = bounded(1.5, ge=0.8, le=4.0)
     margin: float = bounded(0.09, ge=0.0, le=0.4)      # fraction of the screen height, every side
@@ -105,7 +110,7 @@ class HumConfig:
     fade_in_seconds: float = bounded(3.0, ge=0.05, le=60.0)
     fade_out_seconds: float = bounded(0.8, ge=0.05, le=10.0)
     entropy_low_bits: float = bounded(1.0, ge=0.0, le=17.0)    # at or below: fans at their low RPM
-    entropy_high_bits: float = bounded(7.0, ge=0.0, le=17.0)   # at or above: fans at their high RPM
+    entropy_high_bits: float = bounded(6.0, ge=0.0, le=17.0)   # at or above: fans at their high RPM
     spin_up_seconds: float = bounded(0.7, ge=0.001, le=60.0)   # fan inertia, time constant up
     spin_down_seconds: float = bounded(2.0, ge=0.001, le=60.0)  # ... and down
 

@@ -71,7 +71,7 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
     from .model.generator import load_generator
     from .room.hum_render import Cue, render_hum
     from .model.model_store import ensure_converted, resolve
-    from .screen.pacing import Conductor
+    from .screen.pacing import Conductor, Phase
     from .room.preset import load_preset
 
     config = config.replace(text=dataclasses.replace(config.text, seed=seed))
@@ -79,7 +79,7 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
     preset = load_preset(config.hum.preset, config.base_dir)
     source = resolve(config.model, config.base_dir)
     ensure_converted(source)
-    generator = load_generator(source, config.model, config.text)
+    generator = load_generator(source, config.model, config.text, config.base_dir)
     passes = _token_stream(generator)
 
     pygame.display.init()
@@ -120,7 +120,7 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
                         cues.append(Cue(cue.at, "idle"))
                     elif cue.kind == "clear":
                         view.clear()
-                view.draw(surface, now, conductor.opacity)
+                view.draw(surface, now, conductor.opacity, conductor.phase is Phase.WRITING)
                 frames.write(surface)
                 if frame in contact_at:
                     contact.append(surface.copy())

@@ -33,7 +33,7 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
     source = resolve(config.model, config.base_dir)
     ensure_converted(source)
     started = time.monotonic()
-    generator = load_generator(source, config.model, config.text)
+    generator = load_generator(source, config.model, config.text, config.base_dir)
     loaded = time.monotonic() - started
     sum(1 for _ in generator.write_pass(0))   # warm-up
     generator.tokens_sampled = 0

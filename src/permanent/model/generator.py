@@ -22,6 +22,7 @@ from ..events import TokenEvent, ends_sentence
 from .model_runtime import activation_dtype, choose_packing, open_runtime
 from .model_store import ModelSource
 from .sampling import TokenSampler
+from .voice_adapter import BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice, read_corpus, resolve_voice
 from ..lifecycle import release_freed_memory
 from . import voice
 
@@ -68,7 +69,8 @@ class IncrementalDecoder:
 class TransformersGenerator:
     """A causal LM from transformers, sampled by a short loop with the KV cache."""
 
-    def __init__(self, source: ModelSource, model_settings: ModelConfig, text: TextConfig):
+    def __init__(self, source: ModelSource, model_settings: ModelConfig, text: TextConfig,
+                 base_dir: Path = Path(".")):
         self.label = source.label
         self.text: TextConfig | None = None
         self.tokens_sampled = 0   # every token the model produced, shown or not
@@ -89,6 +91,10 @@ class TransformersGenerator:
             raise ModelError(f"cannot load model {source.label!r} from {where}: {e}. "
                              "Set model.name in config.yaml to 'embedded', a local folder, "
                              "or a model id that is already cached.") from None
+        if (voice_folder := resolve_voice(text.voice, base_dir, source.embedded)) is not None:
+            apply_voice(model, voice_folder, merge=packing == "float")
+        self.voice = "none" if voice_folder is None else \
+            "builtin" if voice_folder == BUILTIN_VOICE else str(voice_folder)
         model.to(self.device).eval()
         self.end_ids = self._end_token_ids(model.generation_config)
         self.vocab_size = model.config.vocab_size
@@ -107,7 +113,24 @@ class TransformersGenerator:
             seed = text.seed if text.seed is not None else random.SystemRandom().randrange(2**31)
             self.choices = random.Random(seed)                  # which opening
             self.random_tokens = torch.Generator(device=self.device).manual_seed(seed)
-        self.sample = TokenSampler(text, self.random_tokens)
+        # The same exemplars for every pass, so the prompt's cache is shared by all.
+        self.exemplars = read_corpus(BUILTIN_CORPUS)[::37][:text.exemplar_turns] \
+            if text.exemplar_turns else []
+        self.sample = TokenSampler(text, self.random_tokens, self._token_ids_of(
+            voice.avoided_words(text)))
+
+    def _token_ids_of(self, words) -> torch.Tensor:
+        """The tokens that start each word as it appears in running text (' you', 'You',
+        ...); a word the tokenizer splits is caught by its first piece only when that
+        piece is a whole word itself, so 'heart' never takes 'heat' down with it."""
+        ids = set()
+        for word in words:
+            for form in {word, word.capitalize()}:
+                for spaced in (form, " " + form):
+                    pieces = self.tokenizer(spaced, add_special_tokens=False).input_ids
+                    if len(pieces) == 1:
+                        ids.add(pieces[0])
+        return torch.tensor(sorted(ids), dtype=torch.long, device=self.device)
 
     def _end_token_ids(self, generation_config) -> set[int]:
         ends = {self.tokenizer.eos_token_id}
@@ -120,8 +143,11 @@ class TransformersGenerator:
 
     def prompt_ids(self, opening: str) -> tuple[list[int], list[int]]:
         system = voice.system_prompt(self.text)
-        messages = [{"role": "system", "content": system},
-                    {"role": "user", "content": voice.INVITATION}]
+        messages = [{"role": "system", "content": system}]
+        for example in self.exemplars:   # earlier turns in the voice: shown, not described
+            messages += [{"role": "user", "content": voice.INVITATION},
+                         {"role": "assistant", "content": example}]
+        messages.append({"role": "user", "content": voice.INVITATION})
         if getattr(self.tokenizer, "chat_template", None):
             prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                         tokenize=False)
@@ -187,5 +213,5 @@ class TransformersGenerator:
 
 
 def load_generator(source: ModelSource, model_settings: ModelConfig,
-                   text: TextConfig) -> TextGenerator:
-    return TransformersGenerator(source, model_settings, text)
+                   text: TextConfig, base_dir: Path = Path(".")) -> TextGenerator:
+    return TransformersGenerator(source, model_settings, text, base_dir)

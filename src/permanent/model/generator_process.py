@@ -124,7 +124,7 @@ class ModelSupervisor:
     def apply(self, config: Config) -> None:
         """New settings: text goes to the running model; a new model means a new process."""
         old, self.config = self.config, config
-        if config.model != old.model:
+        if config.model != old.model or config.text.voice != old.text.voice:
             log.info("model settings changed: loading %s", config.model.name)
             self.process.stop()
             self._process_ready = False
@@ -189,10 +189,11 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
         started = time.monotonic()
         source = resolve(config.model, config.base_dir)
         ensure_converted(source, log=progress_log)
-        generator = load_generator(source, config.model, config.text)
+        generator = load_generator(source, config.model, config.text, config.base_dir)
         heartbeat.value = time.monotonic()   # loading is not hanging: the clock starts now
         loaded = f"{generator.label} loaded in {time.monotonic() - started:.1f} s"
-        status.put(Status("generator", "ready", f"{loaded} ({generator.runtime})",
+        status.put(Status("generator", "ready",
+                          f"{loaded} ({generator.runtime}; voice: {generator.voice})",
                           time.monotonic()))
     except PermanentError as e:
         status.put(Status("generator", "error", str(e), time.monotonic()))

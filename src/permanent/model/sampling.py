@@ -1,4 +1,5 @@
-"""Choosing the next token: repetition penalty, temperature, top-k and top-p, then a draw.
+"""Choosing the next token: a bias against avoided words, repetition penalty, temperature,
+top-k, top-p and min-p, then a draw.
 
 The same rules as transformers' logits processors, applied in the same order, but to the
 top-k candidates only: sorting and drawing from a 49,152-token vocabulary took longer than
@@ -15,13 +16,18 @@ from ..config import TextConfig
 
 
 class TokenSampler:
-    def __init__(self, text: TextConfig, generator: torch.Generator):
+    def __init__(self, text: TextConfig, generator: torch.Generator,
+                 avoided_ids: torch.Tensor | None = None):
         self.text = text
         self.penalty = RepetitionPenaltyLogitsProcessor(text.repetition_penalty)
         self.generator = generator   # the random stream; kept across settings changes
+        self.avoided_ids = avoided_ids if text.avoid_strength > 0 else None
 
     def candidates(self, ids: torch.Tensor, logits: torch.Tensor):
         """(token ids, probabilities) of every token that can be drawn, likeliest first."""
+        if self.avoided_ids is not None and len(self.avoided_ids):
+            logits = logits.clone()
+            logits[self.avoided_ids] -= self.text.avoid_strength
         scores = self.penalty(ids, logits[None])[0] / self.text.temperature
         k = min(self.text.top_k or scores.numel(), scores.numel())
         top, tokens = torch.topk(scores, k)
@@ -30,6 +36,11 @@ class TokenSampler:
             # Keep the likeliest tokens until they reach top_p; the first always stays.
             before = probabilities.cumsum(dim=-1) - probabilities
             keep = int((before < self.text.top_p).sum().clamp(min=1))
+            tokens, probabilities = tokens[:keep], probabilities[:keep]
+            probabilities = probabilities / probabilities.sum()
+        if self.text.min_p > 0.0:
+            # Drop what is far less likely than the favourite (sorted: a prefix stays).
+            keep = int((probabilities >= self.text.min_p * probabilities[0]).sum())
             tokens, probabilities = tokens[:keep], probabilities[:keep]
             probabilities = probabilities / probabilities.sum()
         return tokens, probabilities

@@ -37,6 +37,17 @@ OPENINGS = (
 )
 
 
+# Where a small model drifts when it loses the thread: speaking to someone, or about love
+# and the cosmos. With text.avoid_strength above 0, their tokens are made less likely.
+AVOID = ("you", "your", "yours", "yourself", "we", "us", "our", "love", "heart", "soul",
+         "dear", "family", "friends", "universe", "god", "heaven", "dreams", "magic",
+         "journey", "team", "game", "crowd")
+
+
+def avoided_words(text) -> tuple[str, ...]:
+    return tuple(text.avoid) if text.avoid is not None else AVOID
+
+
 def system_prompt(text) -> str:
     """The voice a pass is written in: the config's own, or the piece's."""
     return text.system_prompt or SYSTEM_PROMPT

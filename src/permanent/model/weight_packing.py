@@ -40,11 +40,16 @@ def output_packing(packing: Packing) -> Packing:
 
 
 class PackedLinear(nn.Module):
-    """y = x W^T + b for one or more `nn.Linear` read side by side, in the packing asked."""
+    """y = x W^T + b for one or more `nn.Linear` read side by side, in the packing asked.
+
+    A layer carrying a voice (`low_rank` = (A, B), see `voice_adapter.apply_voice`) adds
+    x A^T B^T: merged into float weights, or run beside packed ones, so the packed weights
+    stay on their exact grid and the voice is not rounded away."""
 
     def __init__(self, layers: list[nn.Linear], packing: Packing):
         super().__init__()
         weight = torch.cat([layer.weight.detach() for layer in layers])
+        self.low_rank = _stack_low_rank(layers)
         biases = [layer.bias for layer in layers]
         self.bias = torch.cat([b.detach() for b in biases]) if all(
             b is not None for b in biases) else None
@@ -55,6 +60,10 @@ class PackedLinear(nn.Module):
             packing = "float"  # the integer kernels used here are CPU ones
         self.packing = packing
         if packing == "float":
+            if self.low_rank is not None:
+                a, b = self.low_rank
+                weight = weight + (b @ a).to(weight.device, weight.dtype)
+                self.low_rank = None
             self.weight = weight
         elif packing == "int8":
             self._pack_int8(weight.float())
@@ -90,7 +99,30 @@ class PackedLinear(nn.Module):
                 y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP,
                                                               self.scale)
             y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        if self.low_rank is not None:
+            a, b = self.low_rank
+            y = y + nn.functional.linear(nn.functional.linear(x, a.to(x.dtype)), b.to(x.dtype))
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, {self.packing}"
+
+
+def _stack_low_rank(layers: list[nn.Linear]):
+    """The voices of layers read side by side as one pair: A stacked, B block-diagonal
+    (each output block sees only its own layer's ranks). None when no layer has one."""
+    pairs = [getattr(layer, "low_rank", None) for layer in layers]
+    if all(pair is None for pair in pairs):
+        return None
+    rank = sum(pair[0].shape[0] for pair in pairs if pair is not None)
+    a = torch.zeros(rank, layers[0].in_features)
+    b = torch.zeros(sum(layer.out_features for layer in layers), rank)
+    row = col = 0
+    for layer, pair in zip(layers, pairs):
+        if pair is not None:
+            r = pair[0].shape[0]
+            a[col:col + r] = pair[0]
+            b[row:row + layer.out_features, col:col + r] = pair[1]
+            col += r
+        row += layer.out_features
+    return a, b

@@ -7,6 +7,7 @@ frames for a render.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -56,11 +57,16 @@ def open_screen(settings: DisplayConfig, windowed: bool, embedded: bool = False)
     return surface
 
 
+# The piece's typeface: JetBrains Mono Light (SIL OFL 1.1, see fonts/OFL.txt). A machine's
+# even hand, light enough to stay quiet on black, open enough to read from 3 m.
+TYPEFACE = Path(__file__).resolve().parent / "fonts" / "JetBrainsMono-Light.ttf"
+
+
 def load_font(settings: DisplayConfig, pixel_size: int, base_dir: Path = Path(".")):
     if not pygame.font.get_init():
         pygame.font.init()
     if settings.font is None:
-        return pygame.font.Font(None, pixel_size)   # pygame's bundled typeface
+        return pygame.font.Font(str(TYPEFACE), pixel_size)
     path = Path(os.path.expanduser(settings.font))
     path = path if path.is_absolute() else base_dir / path
     if path.is_file():
@@ -70,7 +76,7 @@ def load_font(settings: DisplayConfig, pixel_size: int, base_dir: Path = Path(".
         return pygame.font.Font(found, pixel_size)
     raise DisplayError(f"display.font: no font file {path} and no installed font named "
                        f"{settings.font!r}. Give a .ttf/.otf path, or remove the key to use "
-                       "the bundled typeface.")
+                       "the piece's own typeface.")
 
 
 class PageView:
@@ -121,7 +127,9 @@ class PageView:
             self._rendered[index] = cached
         return cached[1]
 
-    def draw(self, surface: pygame.Surface, now: float, opacity: float = 1.0) -> None:
+    def draw(self, surface: pygame.Surface, now: float, opacity: float = 1.0,
+             writing: bool = False) -> None:
+        """The page at `now`; `writing`: a token is on its way, so the caret shows."""
         surface.fill(self.settings.background_colour)
         alpha = round(255 * min(1.0, max(0.0, opacity)))
         if alpha == 0:
@@ -135,4 +143,21 @@ class PageView:
             line = self._line_surface(index)
             line.set_alpha(alpha)
             surface.blit(line, (self.area.left, round(y)))
+        if writing:
+            self._draw_caret(surface, now, offset, alpha)
         surface.set_clip(None)
+
+    CARET_BREATH_SECONDS = 2.4   # one slow rise and fall; never a blink
+
+    def _draw_caret(self, surface: pygame.Surface, now: float, offset: float, alpha: int) -> None:
+        """A thin bar where the next token will land, breathing between a third and two
+        thirds of the text's brightness."""
+        last = len(self.page.lines) - 1
+        x = self.area.left + self.font.size(self.page.lines[last])[0] + self.font.size(" ")[0] // 3
+        y = self.area.top + last * self.line_height - offset
+        breath = 0.5 + 0.5 * math.sin(2 * math.pi * now / self.CARET_BREATH_SECONDS)
+        width = max(2, round(self.font.get_height() * 0.06))
+        caret = pygame.Surface((width, self.font.get_ascent()))
+        caret.fill(self.settings.text_colour)
+        caret.set_alpha(round(alpha * (0.33 + 0.33 * breath)))
+        surface.blit(caret, (min(x, self.area.right - width), round(y)))   # top to baseline
