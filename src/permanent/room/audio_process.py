@@ -17,7 +17,7 @@ from typing import Optional
 
 from ..config import Config
 from ..events import Status
-from ..lifecycle import Backoff, die_with_parent
+from ..lifecycle import Backoff, die_with_parent, exit_now
 
 log = logging.getLogger("permanent.audio")
 _CONTEXT = mp.get_context("spawn")   # a clean interpreter: no inherited pygame or torch state
@@ -227,3 +227,4 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
     server.stop()
     time.sleep(0.05)
     server.shutdown()
+    exit_now(0)   # the room is silent and closed: the piece waits for this process to be gone
