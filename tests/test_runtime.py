@@ -5,9 +5,10 @@ import math
 
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LogitsProcessorList,
-                          Qwen2Config, Qwen2ForCausalLM, RepetitionPenaltyLogitsProcessor,
-                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM,
+                          RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                          TopKLogitsWarper, TopPLogitsWarper)
 
 from permanent.model.compact_llama import CompactLlama
 from permanent.config import ModelConfig, TextConfig
@@ -130,6 +131,42 @@ def test_packing_falls_back_for_shapes_the_kernels_cannot_take(shape, asked, use
     assert packed.packing == used
     x = torch.randn(2, shape[0])
     assert torch.allclose(packed(x), layer(x).detach(), atol=0.05)
+
+
+def test_a_kernel_that_fails_on_this_cpu_leaves_layers_in_float_and_says_so(monkeypatch):
+    """A packed model that quietly ran in float would measure as exact (KL 0): the runtime's
+    description, which the model-ready log line and the bench show, must say so."""
+    def unavailable(*args):
+        raise RuntimeError("no kernel for this CPU\nmore detail")
+
+    monkeypatch.setattr(torch.ops.aten, "_weight_int8pack_mm", unavailable)
+    layer = torch.nn.Linear(64, 32)
+    packed = PackedLinear([layer], "int8")
+    assert packed.packing == "float"
+    assert packed.fallback == "the int8 kernel failed here: no kernel for this CPU"
+    x = torch.randn(2, 64)
+    assert torch.allclose(packed(x), layer(x).detach(), atol=1e-5)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2)).eval()
+    _, words = open_runtime(model, ModelConfig(), "int8")
+    assert words == ("compact decoder, int8 weights (15 of 15 layers kept in float: the int8 "
+                     "kernel failed here: no kernel for this CPU), float32")
+
+
+def test_layers_of_a_shape_the_kernels_cannot_take_are_counted():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=48,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2)).eval()
+    _, words = open_runtime(model, ModelConfig(), "int4")
+    # down_proj reads 48 inputs: int8 rather than int4; gate/up (96 outputs) and the rest fit.
+    assert words == ("compact decoder, int4 weights (2 of 15 layers kept in int8: 48 inputs "
+                     "are not whole groups of 32), float32")
+    plain, words = open_runtime(model, ModelConfig(runtime="transformers"), "int4")
+    assert "(2 of 15 layers kept in int8: 48 inputs are not whole groups of 32)" in words
+    assert len(plain.packed) == 15
 
 
 @pytest.mark.parametrize("text", [
