@@ -87,4 +87,5 @@ def open_runtime(model, settings: ModelConfig, packing: Packing) -> tuple[ModelF
         forward, words = TransformersForward(model, packing), f"transformers' forward ({reason})"
     # Layers the kernels could not take are named here, so the model-ready log line and
     # the bench say so: otherwise a packed model that runs partly in float looks exact.
-    return forward, f"{words}, {packing} weights{fallback_note(forward.packed)}, {dtype}"
+    note = fallback_note(forward.packed)
+    return forward, f"{words}, {packing} weights{f' ({note})' if note else ''}, {dtype}"

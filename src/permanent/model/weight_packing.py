@@ -125,8 +125,8 @@ class PackedLinear(nn.Module):
 
 
 def fallback_note(packed: list[PackedLinear]) -> str:
-    """What the runtime's description adds when packed layers fell back, e.g.
-    ' (2 of 211 layers kept in float: 40 inputs are not whole multiples of 16)'; else ''."""
+    """Which packed layers fell back and why, e.g. '2 of 211 layers kept in float: 40
+    inputs are not whole multiples of 16'; '' when every layer is held as asked."""
     fell = [p for p in packed if p.fallback]
     if not fell:
         return ""
@@ -134,4 +134,4 @@ def fallback_note(packed: list[PackedLinear]) -> str:
     total = sum(p.linears for p in packed)
     held = " or ".join(sorted({p.packing for p in fell}))
     reasons = "; ".join(dict.fromkeys(p.fallback for p in fell))   # each once, in order
-    return f" ({kept} of {total} layers kept in {held}: {reasons})"
+    return f"{kept} of {total} layers kept in {held}: {reasons}"
