@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import psutil
 import pytest
 
 from conftest import REPO
@@ -66,10 +67,10 @@ class Running:
 
 
 def alive(pid: int) -> bool:
+    """Running: a zombie has exited and only waits for its parent to read its status."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
