@@ -15,6 +15,7 @@ from permanent.config import ModelConfig, TextConfig
 from permanent.model.generator import load_generator
 from permanent.model.model_runtime import TransformersForward, open_runtime
 from permanent.model.sampling import TokenSampler
+from permanent.model import weight_packing
 from permanent.model.weight_packing import INT4_GROUP, PackedLinear
 
 
@@ -140,6 +141,7 @@ def test_a_kernel_that_fails_on_this_cpu_leaves_layers_in_float_and_says_so(monk
         raise RuntimeError("no kernel for this CPU\nmore detail")
 
     monkeypatch.setattr(torch.ops.aten, "_weight_int8pack_mm", unavailable)
+    monkeypatch.setattr(weight_packing, "_KERNEL_CHECKED", {})   # nothing checked yet
     layer = torch.nn.Linear(64, 32)
     packed = PackedLinear([layer], "int8")
     assert packed.packing == "float"

@@ -20,6 +20,9 @@ from torch import nn
 
 Packing = Literal["float", "int8", "int4"]
 INT4_GROUP = 32
+# Whether the kernel for (packing, in_features, out_features) works on this CPU: None, or
+# why not. Its result depends on the shape and the CPU, not on the weights.
+_KERNEL_CHECKED: dict[tuple[str, int, int], str | None] = {}
 
 
 def shape_misfit(packing: Packing, in_features: int, out_features: int) -> str | None:
@@ -69,7 +72,10 @@ class PackedLinear(nn.Module):
             self._pack_int8(weight.float())
         else:
             self._pack_int4(weight.float())
-        if (failure := self._kernel_failure(weight)) is not None:
+        shape = (packing, self.in_features, self.out_features)
+        if shape not in _KERNEL_CHECKED:   # once per shape: 12 ms a check, 121 layers
+            _KERNEL_CHECKED[shape] = self._kernel_failure(weight)
+        if (failure := _KERNEL_CHECKED[shape]) is not None:
             self.packing, self.weight, self.fallback = "float", weight, failure
 
     # In-place arithmetic below: one temporary copy of a matrix at a time, not four, which
