@@ -71,6 +71,33 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         os.kill(os.getpid(), sig)
 
 
+SYS_PROCESS_MRELEASE = 448   # the same number on every Linux architecture
+
+
+def kill_and_reap(process) -> None:
+    """SIGKILL a child process (a multiprocessing.Process) and free its memory from here.
+
+    A killed process frees its memory itself, at its own priority: the model runs at
+    nice 19, and on a core shared with a busy process its 600 MB took 1.6-2.2 s to go.
+    process_mrelease (Linux 5.15) frees them in the caller's time instead: 0.05-0.3 s.
+    Without it (an older kernel, another system) this is a plain kill.
+    """
+    if not hasattr(os, "pidfd_open"):
+        process.kill()
+        return
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except OSError:   # already gone
+        return
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        _libc().syscall(SYS_PROCESS_MRELEASE, pidfd, 0)   # may fail: then it frees its own
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
 def exit_now(code: int) -> NoReturn:
     """Leave this process at once, for a process that has closed everything it owns.
 
