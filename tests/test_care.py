@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from conftest import REPO
@@ -211,9 +212,9 @@ def test_the_systemd_unit_verifies(tmp_path):
 
 
 def process_stats(pid: int) -> dict:
-    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
-    return {"rss_kib": int(fields["VmRSS"].split()[0]), "threads": int(fields["Threads"]),
-            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+    process = psutil.Process(pid)
+    return {"rss_kib": process.memory_info().rss // 1024, "threads": process.num_threads(),
+            "fds": process.num_fds()}
 
 
 SOAK = """\

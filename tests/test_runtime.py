@@ -5,15 +5,17 @@ import math
 
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LogitsProcessorList,
-                          Qwen2Config, Qwen2ForCausalLM, RepetitionPenaltyLogitsProcessor,
-                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper)
+from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM,
+                          RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                          TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper)
 
 from permanent.model.compact_llama import CompactLlama
 from permanent.config import ModelConfig, TextConfig
 from permanent.model.generator import load_generator
 from permanent.model.model_runtime import TransformersForward, open_runtime
 from permanent.model.sampling import TokenSampler
+from permanent.model import weight_packing
 from permanent.model.weight_packing import INT4_GROUP, PackedLinear
 
 
@@ -132,6 +134,43 @@ def test_packing_falls_back_for_shapes_the_kernels_cannot_take(shape, asked, use
     assert torch.allclose(packed(x), layer(x).detach(), atol=0.05)
 
 
+def test_a_kernel_that_fails_on_this_cpu_leaves_layers_in_float_and_says_so(monkeypatch):
+    """A packed model that quietly ran in float would measure as exact (KL 0): the runtime's
+    description, which the model-ready log line and the bench show, must say so."""
+    def unavailable(*args):
+        raise RuntimeError("no kernel for this CPU\nmore detail")
+
+    monkeypatch.setattr(torch.ops.aten, "_weight_int8pack_mm", unavailable)
+    monkeypatch.setattr(weight_packing, "_KERNEL_CHECKED", {})   # nothing checked yet
+    layer = torch.nn.Linear(64, 32)
+    packed = PackedLinear([layer], "int8")
+    assert packed.packing == "float"
+    assert packed.fallback == "the int8 kernel failed here: no kernel for this CPU"
+    x = torch.randn(2, 64)
+    assert torch.allclose(packed(x), layer(x).detach(), atol=1e-5)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2)).eval()
+    _, words = open_runtime(model, ModelConfig(), "int8")
+    assert words == ("compact decoder, int8 weights (15 of 15 layers kept in float: the int8 "
+                     "kernel failed here: no kernel for this CPU), float32")
+
+
+def test_layers_of_a_shape_the_kernels_cannot_take_are_counted():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=48,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2)).eval()
+    _, words = open_runtime(model, ModelConfig(), "int4")
+    # down_proj reads 48 inputs: int8 rather than int4; gate/up (96 outputs) and the rest fit.
+    assert words == ("compact decoder, int4 weights (2 of 15 layers kept in int8: 48 inputs "
+                     "are not whole groups of 32), float32")
+    plain, words = open_runtime(model, ModelConfig(runtime="transformers"), "int4")
+    assert "(2 of 15 layers kept in int8: 48 inputs are not whole groups of 32)" in words
+    assert len(plain.packed) == 15
+
+
 @pytest.mark.parametrize("text", [
     TextConfig(),
     TextConfig(temperature=1.3, top_k=0, top_p=0.8, repetition_penalty=1.0),
@@ -197,6 +236,7 @@ def test_avoided_words_are_made_unlikely_but_never_touch_the_entropy():
         ids, logits)
     assert tokens[0] != 7 and probabilities[tokens == 7].item() < 1e-3
     assert logits[7] == 3.0                        # the caller's logits are untouched
-    off = TokenSampler(TextConfig(top_k=0, top_p=1.0, repetition_penalty=1.0), torch.Generator(),
+    off = TokenSampler(TextConfig(top_k=0, top_p=1.0, repetition_penalty=1.0, avoid_strength=0),
+                       torch.Generator(),
                        torch.tensor([7])).candidates(ids, logits)[0]
     assert off[0] == 7                             # strength 0: no bias at all

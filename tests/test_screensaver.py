@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from test_live_paths import screenshot
@@ -16,20 +16,11 @@ pytestmark = pytest.mark.slow
 
 
 def children_of(pid: int) -> set[int]:
-    """Every descendant of `pid`, from /proc."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier}
-        found |= frontier
-    return found
+    """Every descendant of `pid`."""
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
 
 
 def xdotool(env, *args):
@@ -138,9 +129,8 @@ def test_xscreensaver_runs_the_piece_as_a_hack(xvfb_env, saver_install, tmp_path
                 log_path.read_text()
             time.sleep(0.1)
         hack = max(hack_pids())
-        environ = open(f"/proc/{hack}/environ", "rb").read().split(b"\0")
-        window = [e for e in environ if e.startswith(b"XSCREENSAVER_WINDOW=")]
-        assert window, "the hack did not get XScreenSaver's window"
+        assert "XSCREENSAVER_WINDOW" in psutil.Process(hack).environ(), \
+            "the hack did not get XScreenSaver's window"
         deadline = time.monotonic() + 60
         while "first token shown" not in log_path.read_text():
             assert time.monotonic() < deadline, log_path.read_text()
@@ -153,7 +143,8 @@ def test_xscreensaver_runs_the_piece_as_a_hack(xvfb_env, saver_install, tmp_path
         subprocess.run(as_saver("xscreensaver-command", "-deactivate"), env=env, check=True,
                        capture_output=True)
         while any(alive(pid) for pid in family):
-            left = {pid: open(f"/proc/{pid}/cmdline").read()[:60] for pid in family if alive(pid)}
+            left = {pid: " ".join(psutil.Process(pid).cmdline())[:60] for pid in family
+                    if alive(pid)}
             assert time.monotonic() - asked < 1.0, (left, log_path.read_text()[-1500:])
             time.sleep(0.02)
         gone = time.monotonic() - asked

@@ -328,6 +328,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    code = _call(args)
+    if args.func in (cmd_run, cmd_screensaver):
+        # The piece has closed its window, children and files; a host (XScreenSaver,
+        # systemd) counts the seconds until the process is gone, so skip the teardown.
+        from .lifecycle import exit_now
+        exit_now(code)
+    return code
+
+
+def _call(args) -> int:
     try:
         return args.func(args)
     except PermanentError as e:

@@ -7,16 +7,21 @@ launched as a child process (with a cold and a warm model cache).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from ..config import Config
+from .machine import describe_machine, machine_line
 
 
 def measure_generator(config: Config, passes: int = 3) -> dict:
@@ -97,6 +102,7 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
     from ..model.entropy import entropy_bits
     from ..model.generator import load_generator
     from ..model.model_store import resolve
+    from ..model.weight_packing import fallback_note
 
     source = resolve(config.model, config.base_dir)
     text = dataclasses.replace(config.text, seed=1, min_tokens=tokens, max_tokens=tokens)
@@ -122,13 +128,18 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
         ids, count = written
         with torch.inference_mode():
             logits = generator.forward.prefill(ids, ids.shape[1] + 1, keep=count + 1)[:-1]
-            logp = torch.log_softmax(logits.float(), dim=-1)
+            # In float64: log-probabilities near -16 hold only ~1e-6 in float32, and a
+            # near-uniform distribution's KL summed at that precision came out 0 or
+            # negative for a variant that did move it (the tiny test model, AVX2 kernels).
+            logp = torch.log_softmax(logits.double(), dim=-1)
         if reference is None:
             reference = logp
         kl = (reference.exp() * (reference - logp)).sum(-1) / math.log(2)
         shift = (entropy_bits(logp) - entropy_bits(reference)).abs().mean()
         rows.append({"runtime": generator.runtime, "threads": threads,
                      "note": note, "tokens_per_second": round(speed, 1),
+                     # '' when every layer runs as asked; else which ones did not, and why
+                     "fell_back": fallback_note(generator.forward.packed),
                      "kl_bits": float(f"{kl.mean():.2g}"),   # two significant digits
                      "entropy_shift_bits": float(f"{shift:.2g}")})
     torch.set_num_threads(config.model.threads or torch.get_num_threads())
@@ -214,43 +225,78 @@ def measure_render(config: Config, seconds: float = 30.0) -> dict:
             "speed": round(seconds / wall, 2)}
 
 
-def _family_peak_rss(pid: int) -> dict:
-    """Peak resident memory (VmHWM) of a process and each of its children, in MiB."""
+def _family(pid: int) -> list[psutil.Process]:
+    """A process and its descendants, the ones that have not exited."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in family if _running(p)]
+
+
+def _running(process: psutil.Process) -> bool:
+    try:   # a zombie has exited and only waits for its parent to read its status
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _peak_rss_mib(process: psutil.Process) -> float:
+    """The most memory the process ever held resident. psutil reports only the current
+    RSS, so on Linux this reads the kernel's high-water mark, VmHWM; elsewhere the
+    current RSS is the best there is (a lower bound of the peak)."""
+    try:
+        with open(f"/proc/{process.pid}/status") as status:
+            kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        return round(kib / 1024, 1)
+    except (OSError, StopIteration):
+        return round(process.memory_info().rss / 2**20, 1)
+
+
+def _family_peak_rss(family: list[psutil.Process]) -> dict:
+    """Peak resident memory of the piece's processes by role, in MiB."""
     peaks = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for process in family:
         try:
-            stat = open(f"/proc/{entry}/stat").read()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if int(entry) != pid and parent != pid:
-                continue
-            fields = dict(l.split(":", 1) for l in open(f"/proc/{entry}/status"))
-            cmdline = open(f"/proc/{entry}/cmdline").read()
-        except (OSError, ValueError, IndexError):
+            command = " ".join(process.cmdline())
+            peak = _peak_rss_mib(process)
+        except psutil.Error:   # it exited meanwhile
             continue
-        if "VmHWM" not in fields:   # a child that has exited and not yet been reaped
-            continue
-        role = "main" if int(entry) == pid else (
-            "resource tracker" if "resource_tracker" in cmdline else f"child {entry}")
-        peaks[role] = round(int(fields["VmHWM"].split()[0]) / 1024, 1)
+        role = "main" if process is family[0] else (
+            "resource tracker" if "resource_tracker" in command else f"child {process.pid}")
+        peaks[role] = peak
     return peaks
 
 
-def measure_startup(config_path: Path | None, cold: bool, seconds: float = 30.0) -> dict:
-    """Launch the whole piece headless, read its own timings from its log, and its
-    processes' peak memory just before it stops."""
+def _seconds_until_gone(family: list[psutil.Process], limit: float = 15.0) -> float:
+    """From now until none of `family` runs any more (measured from outside, by PID)."""
+    started = time.monotonic()
+    while any(_running(p) for p in family) and time.monotonic() - started < limit:
+        time.sleep(0.005)
+    return round(time.monotonic() - started, 2)
+
+
+def measure_startup(config: Config, config_path: Path | None, cold: bool,
+                    seconds: float = 30.0) -> dict:
+    """Launch the whole piece headless, read its own timings from its log, its processes'
+    peak memory, then end it with SIGTERM, as XScreenSaver or systemd do, and time until
+    every one of its processes is gone."""
     env = dict(os.environ, SDL_VIDEODRIVER=os.environ.get("SDL_VIDEODRIVER", "dummy"))
     with tempfile.TemporaryDirectory() as cache:
         if cold:
             env["XDG_CACHE_HOME"] = cache   # an empty cache: the model is converted first
-        args = [sys.executable, "-m", "permanent", "--windowed", "--duration", str(seconds)]
+        # --duration only as a safety: the signal ends it.
+        args = [sys.executable, "-m", "permanent", "--windowed", "--duration", str(seconds + 60)]
         if config_path is not None:
             args += ["--config", str(config_path)]
         with tempfile.TemporaryFile("w+") as log_file:
             piece = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
-            time.sleep(seconds - 2)
-            peaks = _family_peak_rss(piece.pid)
+            time.sleep(seconds)
+            family = _family(piece.pid)
+            peaks = _family_peak_rss(family)
+            piece.send_signal(signal.SIGTERM)
+            gone = _seconds_until_gone(family)
             piece.wait(timeout=60)
             log_file.seek(0)
             log = log_file.read()
@@ -266,32 +312,66 @@ def measure_startup(config_path: Path | None, cold: bool, seconds: float = 30.0)
             "hum_seconds": seconds_of(r"hum playing"),
             "first_token_seconds": seconds_of(r"first token shown"),
             "silent": "runs silently" in log, "peak_rss_mib": memory,
-            "total_peak_rss_mib": round(sum(peaks.values()), 1)}
+            "total_peak_rss_mib": round(sum(peaks.values()), 1),
+            "processes": len(family), "sigterm_to_gone_seconds": gone,
+            "hum_fade_out_seconds": config.hum.fade_out_seconds}
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send whatever is written to file descriptor 1 meanwhile to 2, by any library and
+    from C as well (pyo prints its banners and messages there), and yield a stream on the
+    real standard output for the one thing that belongs there."""
+    sys.stdout.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with open(os.dup(real), "w", closefd=True) as out:
+            yield out
+    finally:
+        sys.stdout.flush()
+        os.dup2(real, 1)
+        os.close(real)
 
 
 def run_bench(config: Config, config_path: Path | None = None, as_json: bool = False,
               cold: bool = True, variants: bool = False) -> int:
-    results = {"machine": f"{os.cpu_count()} cores, {sys.platform}",
+    if as_json:   # standard output carries the JSON and nothing else
+        with _stdout_to_stderr() as out:
+            results = measure_all(config, config_path, cold, variants)
+            out.write(json.dumps(results, indent=2) + "\n")
+        return 0
+    machine = describe_machine()
+    print(f"permanent bench, {time.strftime('%Y-%m-%d')}, {machine_line(machine)}", flush=True)
+    _print_results(measure_all(config, config_path, cold, variants, machine), config)
+    return 0
+
+
+def measure_all(config: Config, config_path: Path | None, cold: bool, variants: bool,
+                machine: dict | None = None) -> dict:
+    results = {"machine": machine or describe_machine(),   # first: which machine this is
                "date": time.strftime("%Y-%m-%d"),
                "generator": measure_generator(config),
                "display": measure_display(config),
                "hum": measure_hum(config),
                "render": measure_render(config),
-               "startup": [measure_startup(config_path, cold=False)]}
+               "startup": [measure_startup(config, config_path, cold=False)]}
     if cold:
         # (the first launch converts the model, about half a minute on 2 cores)
-        results["startup"].insert(0, measure_startup(config_path, cold=True, seconds=60))
+        results["startup"].insert(0, measure_startup(config, config_path, cold=True,
+                                                     seconds=60))
     if variants:
         results["variants"] = measure_variants(config)
     g = results["generator"]
     # The pace asks for at most tokens_per_second (pauses only lower it).
     headroom = g["tokens_per_second"] / config.pacing.tokens_per_second
     results["verdict"] = {"sustains_pacing": headroom >= 1.0, "headroom": round(headroom, 1)}
-    if as_json:
-        print(json.dumps(results, indent=2))
-        return 0
+    return results
+
+
+def _print_results(results: dict, config: Config) -> None:
+    g = results["generator"]
     h, d, r = results["hum"], results["display"], results["render"]
-    print(f"permanent bench, {results['date']}, {results['machine']}")
     print(f"  model             {g['model']} on {g['device']}, {g['threads']} threads, "
           f"{g['runtime']}, loaded from cache in {g['load_seconds']} s")
     print(f"  generation        {g['tokens_per_second']} tokens/s streaming with entropy; "
@@ -312,12 +392,17 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
     memory = results["startup"][-1]
     print(f"  peak memory       {memory['total_peak_rss_mib']} MiB in all: " +
           ", ".join(f"{k} {v}" for k, v in memory["peak_rss_mib"].items()))
+    worst = max(results["startup"], key=lambda s: s["sigterm_to_gone_seconds"])
+    fade = "no hum to fade" if worst["silent"] else \
+        f"the hum's fade-out is {worst['hum_fade_out_seconds']} s of it"
+    print(f"  SIGTERM           all {worst['processes']} processes gone in "
+          f"{worst['sigterm_to_gone_seconds']} s (worst of {len(results['startup'])}; {fade})")
     for row in results.get("variants", []):
         threads = f"{row['threads']} thread" + ("s" if row["threads"] != 1 else "")
-        print(f"  variant           {row['note']}, {threads}: "
+        fell = f" [{row['fell_back']}]" if row["fell_back"] else ""
+        print(f"  variant           {row['note']}, {threads}{fell}: "
               f"{row['tokens_per_second']} tokens/s, KL {row['kl_bits']} bits, "
               f"entropy moved {row['entropy_shift_bits']} bits")
     v = results["verdict"]
     print(f"  verdict           {'sustains' if v['sustains_pacing'] else 'does NOT sustain'} "
           f"{config.pacing.tokens_per_second} tokens/s, headroom x{v['headroom']}")
-    return 0

@@ -61,6 +61,8 @@ class CompactLlama:
         self.norm = model.model.norm
         self.rotary = model.model.rotary_emb
         self.head = PackedLinear([model.lm_head], output_packing(packing))
+        self.packed = [m for layer in self.layers
+                       for m in (layer.qkv, layer.out, layer.gate_up, layer.down)] + [self.head]
         self.dtype = self.embed.weight.dtype
         self.device = self.embed.weight.device
         self.cache = torch.empty(0)

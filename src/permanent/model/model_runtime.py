@@ -14,10 +14,12 @@ from torch import nn
 
 from .compact_llama import CompactLlama, unsupported_reason
 from ..config import ModelConfig
-from .weight_packing import PackedLinear, Packing, output_packing
+from .weight_packing import PackedLinear, Packing, fallback_note, output_packing
 
 
 class ModelForward(Protocol):
+    packed: list[PackedLinear]   # its packed layers: the description names any that fell back
+
     def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1) -> torch.Tensor:
         """Start a sequence of (1, n) ids, room for `capacity` positions in all; logits
         (keep, vocab) for its last `keep` positions."""
@@ -35,6 +37,7 @@ class TransformersForward:
             _pack_linears(model, packing)   # the rest: PackedLinear is no nn.Linear
         self.model = model
         self.cache = None
+        self.packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
 
     def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1) -> torch.Tensor:
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=keep)
@@ -79,6 +82,10 @@ def open_runtime(model, settings: ModelConfig, packing: Packing) -> tuple[ModelF
         "model.runtime is transformers"
     dtype = str(model.dtype).removeprefix("torch.")
     if reason is None:
-        return CompactLlama(model, packing), f"compact decoder, {packing} weights, {dtype}"
-    return TransformersForward(model, packing), \
-        f"transformers' forward ({reason}), {packing} weights, {dtype}"
+        forward, words = CompactLlama(model, packing), "compact decoder"
+    else:
+        forward, words = TransformersForward(model, packing), f"transformers' forward ({reason})"
+    # Layers the kernels could not take are named here, so the model-ready log line and
+    # the bench say so: otherwise a packed model that runs partly in float looks exact.
+    note = fallback_note(forward.packed)
+    return forward, f"{words}, {packing} weights{f' ({note})' if note else ''}, {dtype}"

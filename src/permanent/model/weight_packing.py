@@ -20,16 +20,22 @@ from torch import nn
 
 Packing = Literal["float", "int8", "int4"]
 INT4_GROUP = 32
+# Whether the kernel for (packing, in_features, out_features) works on this CPU: None, or
+# why not. Its result depends on the shape and the CPU, not on the weights.
+_KERNEL_CHECKED: dict[tuple[str, int, int], str | None] = {}
 
 
-def kernel_takes(packing: Packing, in_features: int, out_features: int) -> bool:
-    """Shapes the kernels accept (checked by hand on torch 2.13: the int8 kernel
-    segfaults, rather than raising, when the inputs are not whole multiples of 16)."""
-    if packing == "int4":
-        return in_features % INT4_GROUP == 0 and out_features % 16 == 0
-    if packing == "int8":
-        return in_features % 16 == 0
-    return True
+def shape_misfit(packing: Packing, in_features: int, out_features: int) -> str | None:
+    """Why the kernel for `packing` cannot take this shape, or None if it can (checked by
+    hand on torch 2.13: the int8 kernel segfaults, rather than raising, when the inputs
+    are not whole multiples of 16)."""
+    if packing == "int4" and in_features % INT4_GROUP:
+        return f"{in_features} inputs are not whole groups of {INT4_GROUP}"
+    if packing == "int4" and out_features % 16:
+        return f"{out_features} outputs are not whole tiles of 16"
+    if packing == "int8" and in_features % 16:
+        return f"{in_features} inputs are not whole multiples of 16"
+    return None
 
 
 def output_packing(packing: Packing) -> Packing:
@@ -54,10 +60,15 @@ class PackedLinear(nn.Module):
         self.bias = torch.cat([b.detach() for b in biases]) if all(
             b is not None for b in biases) else None
         self.out_features, self.in_features = weight.shape
-        while not kernel_takes(packing, self.in_features, self.out_features):
-            packing = "int8" if packing == "int4" else "float"   # the next best that fits
+        self.linears = len(layers)   # how many of the model's nn.Linear this one stands for
+        # Why it is held wider than asked (None: as asked). Said in the runtime's
+        # description: a packed model that silently runs in float measures as exact.
+        self.fallback: str | None = None
         if packing != "float" and weight.device.type != "cpu":
-            packing = "float"  # the integer kernels used here are CPU ones
+            packing, self.fallback = "float", "the integer kernels are CPU ones"
+        while (misfit := shape_misfit(packing, self.in_features, self.out_features)):
+            packing = "int8" if packing == "int4" else "float"   # the next best that fits
+            self.fallback = self.fallback or misfit
         self.packing = packing
         if packing == "float":
             if self.low_rank is not None:
@@ -65,10 +76,16 @@ class PackedLinear(nn.Module):
                 weight = weight + (b @ a).to(weight.device, weight.dtype)
                 self.low_rank = None
             self.weight = weight
-        elif packing == "int8":
+            return
+        if packing == "int8":
             self._pack_int8(weight.float())
         else:
             self._pack_int4(weight.float())
+        shape = (packing, self.in_features, self.out_features)
+        if shape not in _KERNEL_CHECKED:   # once per shape: 12 ms a check, 121 layers
+            _KERNEL_CHECKED[shape] = self._kernel_failure(weight)
+        if (failure := _KERNEL_CHECKED[shape]) is not None:
+            self.packing, self.weight, self.fallback = "float", weight, failure
 
     # In-place arithmetic below: one temporary copy of a matrix at a time, not four, which
     # for a 49,152-word output matrix is the difference in the process's peak memory.
@@ -88,17 +105,34 @@ class PackedLinear(nn.Module):
         self.scale = torch.stack([step, low + 8 * step], dim=-1).transpose(0, 1)
         self.scale = self.scale.contiguous().to(torch.bfloat16)
 
+    def _packed_matmul(self, flat: torch.Tensor) -> torch.Tensor:
+        if self.packing == "int8":
+            return torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP,
+                                                          self.scale)
+
+    def _kernel_failure(self, weight: torch.Tensor) -> str | None:
+        """One row through the packed kernel against the float weights: a kernel that
+        raises on this CPU, or computes something else, is a reason to stay in float."""
+        probe = torch.randn(1, self.in_features, generator=torch.Generator().manual_seed(0))
+        try:
+            packed = self._packed_matmul(probe.to(torch.bfloat16)).float()
+        except RuntimeError as e:
+            return f"the {self.packing} kernel failed here: {str(e).splitlines()[0]}"
+        exact = nn.functional.linear(probe.to(weight.dtype), weight).float()
+        error = float((packed - exact).norm() / (exact.norm() + 1e-6))
+        # Rounding moves a row by a few percent (int4 on random weights: 6 %, more with
+        # outlying weights); a kernel that reads the packed layout wrongly, by about 140 %.
+        if not error < 0.5:
+            return f"the {self.packing} kernel is {error:.0%} off here"
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packing == "float":
             y = nn.functional.linear(x, self.weight.to(x.dtype))
         else:
             flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-            if self.packing == "int8":
-                y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale)
-            else:
-                y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP,
-                                                              self.scale)
-            y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+            y = self._packed_matmul(flat).reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         if self.low_rank is not None:
             a, b = self.low_rank
             y = y + nn.functional.linear(nn.functional.linear(x, a.to(x.dtype)), b.to(x.dtype))
@@ -126,3 +160,16 @@ def _stack_low_rank(layers: list[nn.Linear]):
             col += r
         row += layer.out_features
     return a, b
+
+
+def fallback_note(packed: list[PackedLinear]) -> str:
+    """Which packed layers fell back and why, e.g. '2 of 211 layers kept in float: 40
+    inputs are not whole multiples of 16'; '' when every layer is held as asked."""
+    fell = [p for p in packed if p.fallback]
+    if not fell:
+        return ""
+    kept = sum(p.linears for p in fell)
+    total = sum(p.linears for p in packed)
+    held = " or ".join(sorted({p.packing for p in fell}))
+    reasons = "; ".join(dict.fromkeys(p.fallback for p in fell))   # each once, in order
+    return f"{kept} of {total} layers kept in {held}: {reasons}"

@@ -17,7 +17,7 @@ from typing import Optional
 
 from ..config import Config
 from ..events import Status
-from ..lifecycle import Backoff, die_with_parent
+from ..lifecycle import Backoff, die_with_parent, exit_now
 
 log = logging.getLogger("permanent.audio")
 _CONTEXT = mp.get_context("spawn")   # a clean interpreter: no inherited pygame or torch state
@@ -163,7 +163,8 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
     die_with_parent(signal.SIGTERM)   # if the piece dies, still fade out rather than click
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
 
-    from .devices import DeviceNotFound, choose_output, list_output_devices, quiet_stderr
+    from .devices import (DeviceNotFound, choose_output, import_pyo, list_output_devices,
+                          quiet_stderr)
     from .preset import load_preset
 
     preset = load_preset(config.hum.preset, config.base_dir)
@@ -179,8 +180,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
                           "`permanent devices`.", time.monotonic()))
         return
 
-    import pyo
-
+    pyo = import_pyo()
     from .hum import Hum
 
     audio = config.audio
@@ -227,3 +227,4 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
     server.stop()
     time.sleep(0.05)
     server.shutdown()
+    exit_now(0)   # the room is silent and closed: the piece waits for this process to be gone

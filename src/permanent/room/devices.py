@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import io
 import json
 import os
 import subprocess
@@ -30,6 +31,17 @@ def prepare_audio_environment() -> None:
             if os.path.isdir(folder):
                 os.environ["ALSA_PLUGIN_DIR"] = folder
                 break
+
+
+def import_pyo():
+    """pyo, its environment prepared and its import quiet. The import prints a GUI banner
+    on stdout when wxPython is missing, and with PYO_GUI_WX=0 still another when Tkinter
+    is missing too (Debian's own Python): noise in a terminal, and in front of
+    `permanent bench --json`'s output."""
+    prepare_audio_environment()
+    with contextlib.redirect_stdout(io.StringIO()):
+        import pyo
+    return pyo
 
 
 @contextlib.contextmanager
@@ -59,10 +71,8 @@ class OutputDevice:
 
 
 def list_output_devices() -> list[OutputDevice]:
-    prepare_audio_environment()
     with quiet_stderr():
-        import pyo
-
+        pyo = import_pyo()
         names, indexes = pyo.pa_get_output_devices()
         default = pyo.pa_get_default_output() if indexes else -1
     return [OutputDevice(i, n, i == default) for n, i in zip(names, indexes)]

@@ -11,10 +11,11 @@ live (audio_process) and offline (hum_render).
 
 from __future__ import annotations
 
-import pyo
-
 from ..config import HumConfig
+from .devices import import_pyo
 from .preset import Preset
+
+pyo = import_pyo()
 
 
 class Hum:

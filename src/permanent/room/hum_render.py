@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..config import HumConfig
-from .devices import prepare_audio_environment
+from .devices import import_pyo
 from .preset import Preset
 
 
@@ -26,9 +26,7 @@ class Cue:
 def render_hum(preset: Preset, settings: HumConfig, cues: Iterable[Cue], seconds: float,
                path: Path, sample_rate: int = 48000, buffer_size: int = 256,
                seed: int = 1) -> Path:
-    prepare_audio_environment()
-    import pyo
-
+    pyo = import_pyo()
     from .hum import Hum
 
     server = pyo.Server(sr=sample_rate, nchnls=2, buffersize=buffer_size, duplex=0,
