@@ -13,6 +13,8 @@ import time
 import psutil
 import pytest
 
+from permanent.lifecycle import Backoff
+
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -156,7 +158,7 @@ def test_a_killed_model_process_is_restarted_while_the_hum_plays(pulse_env, embe
     try:
         pids = piece.wait_for(r"hum process (\d+), model process (\d+)")
         hum_pid, model_pid = int(pids[1]), int(pids[2])
-        piece.wait_for(r"first token shown")
+        first = float(piece.wait_for(r"first token shown, ([\d.]+) s after launch")[1])
         os.kill(model_pid, signal.SIGKILL)
         killed = time.monotonic() - piece.started
         piece.wait_for(r"model process died \(exit code -9\); restarting")
@@ -169,7 +171,11 @@ def test_a_killed_model_process_is_restarted_while_the_hum_plays(pulse_env, embe
             if len(readies) == 2:   # the restarted model has loaded: what shows next is its
                 new_tokens = [t for t, line in piece.lines if "shown '" in line and t > readies[1]]
             time.sleep(0.1)
-        assert new_tokens and new_tokens[0] - killed < 10.0, piece.log   # within 10 s
+        # A restarted model is a fresh process: it may take as long as this machine's own
+        # first start did, after the first backoff (1 s); half that again is the margin for
+        # the fade of the cut pass and the gap (3 s here) and a busier moment.
+        limit = Backoff.STEPS[0] + 1.5 * first + 3.0
+        assert new_tokens and new_tokens[0] - killed < limit, (limit, piece.log)
         assert alive(hum_pid) and piece.process.poll() is None
         assert piece.terminate() < 2.0 and piece.process.returncode == 0
     finally:

@@ -67,7 +67,7 @@ def test_render_writes_every_file(rendered):
     assert all(a["t"] <= b["t"] for a, b in zip(lines, lines[1:]))
 
 
-def test_fan_tone_follows_tokens_jsonl_in_every_second(rendered):
+def test_fan_tone_follows_tokens_jsonl_in_every_half_second(rendered):
     out, _ = rendered
     config = Config()
     preset = load_preset(config.hum.preset)
@@ -80,13 +80,16 @@ def test_fan_tone_follows_tokens_jsonl_in_every_second(rendered):
     signal, rate = read_wav(out / "hum.wav")
     signal = mono(signal)
     worst = 0.0
-    for second in range(1, int(SECONDS)):
-        mean = expected[(times >= second) & (times < second + 1)].mean()
-        measured = tone_centroid(signal[second * rate:(second + 1) * rate], rate, mean)
+    # Half-second windows: the fans glide across several semitones within a second now,
+    # and a window's centroid only stands for its mean while the glide inside it is small.
+    for start in np.arange(1.0, SECONDS - 0.5, 0.5):
+        mean = expected[(times >= start) & (times < start + 0.5)].mean()
+        window = signal[int(start * rate):int((start + 0.5) * rate)]
+        measured = tone_centroid(window, rate, mean)
         error = abs(measured - mean) / mean
         worst = max(worst, error)
-        assert error < 0.02, (second, measured, mean)
-    print(f"worst one-second deviation from tokens.jsonl: {100 * worst:.2f} %")
+        assert error < 0.02, (start, measured, mean)
+    print(f"worst half-second deviation from tokens.jsonl: {100 * worst:.2f} %")
 
 
 def test_same_seed_same_render(tmp_path, embedded_model):

@@ -185,8 +185,33 @@ def cmd_devices(args) -> int:
 def cmd_bench(args) -> int:
     from .measure.bench import run_bench
 
+    if args.audio_soak:
+        return _audio_soak(args)
     return run_bench(_load(args.config), args.config, as_json=args.json,
                      cold=not args.warm_only, variants=args.variants)
+
+
+def _audio_soak(args) -> int:
+    import json
+
+    from .measure.audio_soak import audio_soak
+    from .measure.machine import describe_machine, machine_line
+
+    _load(args.config)   # a broken config is reported before minutes of recording
+    machine = describe_machine()
+    if not args.json:
+        print(f"recording the hum for {args.audio_soak:.0f} s, the model writing flat out"
+              f"{'' if args.no_hog else ' and a busy loop on one core'} ({machine_line(machine)})",
+              file=sys.stderr)
+    result = audio_soak(args.audio_soak, args.config, hog=not args.no_hog)
+    if args.json:
+        print(json.dumps({"machine": machine, **result}, indent=2))
+    else:
+        print(f"audio soak: {result['seconds']} s heard, {result['dropouts']} dropouts of more "
+              f"than 10 ms (longest {result['longest_dropout_ms']} ms), largest sample step "
+              f"{result['largest_step']}, {result['underruns_logged']} underruns logged; "
+              f"recording and log in {result['folder']}")
+    return 0 if result["dropouts"] == 0 else 1
 
 
 def cmd_audition(args) -> int:
@@ -281,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.add_argument("--warm-only", action="store_true",
                        help="skip the launch with an empty model cache (saves ~25 s)")
+    bench.add_argument("--audio-soak", type=float, metavar="SECONDS", default=None,
+                       help="instead: record the live hum through a private PulseAudio "
+                       "server while the model writes flat out and a busy loop holds one "
+                       "core; count dropouts and clicks (600 for the 10-minute check)")
+    bench.add_argument("--no-hog", action="store_true",
+                       help="with --audio-soak: no busy loop, only the model")
     bench.add_argument("--variants", action="store_true",
                        help="also compare every way of running the model: runtimes, "
                        "weight packings, bf16, one thread, int8 dynamic quantization")

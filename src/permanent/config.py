@@ -21,7 +21,7 @@ Colour = tuple[int, int, int]
 class ModelConfig:
     name: str = "embedded"             # "embedded", a Hugging Face id in the local cache, or a folder
     device: str = "auto"               # auto | cpu | cuda | cuda:N
-    threads: int = bounded(2, ge=0, le=256)  # torch CPU threads; 0 = torch's own choice
+    threads: int = bounded(0, ge=0, le=256)  # torch CPU threads; 0 = one fewer than the cores
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     runtime: Literal["auto", "transformers"] = "auto"   # auto: the compact decoder when it fits
     weights: Literal["auto", "float", "int8", "int4"] = "auto"  # how a CPU holds the weights
@@ -126,7 +126,7 @@ class AudioConfig:
     enabled: bool = True
     device: Union[int, str] = "default"   # "default", an index or a name from `permanent devices`
     sample_rate: Literal[44100, 48000, 96000] = 48000
-    buffer_size: int = bounded(512, ge=32, le=16384)   # frames per buffer; larger is safer
+    buffer_size: int = bounded(2048, ge=32, le=16384)  # frames per buffer; larger is safer
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
     import torch
 
     from ..model.entropy import entropy_bits
-    from ..model.generator import load_generator
+    from ..model.generator import load_generator, pick_threads
     from ..model.model_store import resolve
     from ..model.weight_packing import fallback_note
 
@@ -142,7 +142,7 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
                      "fell_back": fallback_note(generator.forward.packed),
                      "kl_bits": float(f"{kl.mean():.2g}"),   # two significant digits
                      "entropy_shift_bits": float(f"{shift:.2g}")})
-    torch.set_num_threads(config.model.threads or torch.get_num_threads())
+    torch.set_num_threads(pick_threads(config.model.threads))
     return rows
 
 

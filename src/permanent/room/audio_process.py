@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue
 import signal
 import time
@@ -180,6 +181,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
                           "`permanent devices`.", time.monotonic()))
         return
 
+    priority = _ask_for_priority()   # before pyo starts its audio thread, which inherits it
     pyo = import_pyo()
     from .hum import Hum
 
@@ -198,7 +200,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
     server.start()
     hum = Hum(preset, config.hum).start()
     leaving = []   # rooms fading out after a change, dropped once silent
-    status.put(Status("audio", "playing", device.name, time.monotonic()))
+    status.put(Status("audio", "playing", f"{device.name} ({priority})", time.monotonic()))
     parent = mp.parent_process()
     fade = config.hum.fade_out_seconds
     while True:
@@ -228,3 +230,27 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
     time.sleep(0.05)
     server.shutdown()
     exit_now(0)   # the room is silent and closed: the piece waits for this process to be gone
+
+
+HUM_REALTIME_PRIORITY = 10   # of 1-99: above ordinary work, below the sound server's own
+
+
+def _ask_for_priority() -> str:
+    """The best scheduling this process is allowed without asking for root: real-time
+    round-robin where RLIMIT_RTPRIO allows it (root, or a gallery user given `rtprio` in
+    limits.conf or LimitRTPRIO= in systemd), else a lower nice where RLIMIT_NICE allows.
+    The hum needs 2 % of a core, but every buffer: a busy loop at the same priority can
+    delay it past the buffer's deadline."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(HUM_REALTIME_PRIORITY))
+        return f"real-time priority {HUM_REALTIME_PRIORITY}"
+    except (AttributeError, OSError):
+        pass
+    for nice in (-10, -5, -1):
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+            return f"nice {nice}"
+        except OSError:
+            continue
+    return "ordinary priority: see installation/README.md to give it more"
+
