@@ -188,7 +188,7 @@ def cmd_bench(args) -> int:
     if args.audio_soak:
         return _audio_soak(args)
     return run_bench(_load(args.config), args.config, as_json=args.json,
-                     cold=not args.warm_only, variants=args.variants)
+                     cold=not args.warm_only, variants=args.variants, shapes=args.shapes)
 
 
 def _audio_soak(args) -> int:
@@ -312,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "core; count dropouts and clicks (600 for the 10-minute check)")
     bench.add_argument("--no-hog", action="store_true",
                        help="with --audio-soak: no busy loop, only the model")
+    bench.add_argument("--shapes", action="store_true",
+                       help="also time the loop on SmolLM2-360M and -1.7B shapes (random "
+                       "weights, 4-bit): which larger voice this computer could carry")
     bench.add_argument("--variants", action="store_true",
                        help="also compare every way of running the model: runtimes, "
                        "weight packings, bf16, one thread, int8 dynamic quantization")

@@ -335,20 +335,20 @@ def _stdout_to_stderr():
 
 
 def run_bench(config: Config, config_path: Path | None = None, as_json: bool = False,
-              cold: bool = True, variants: bool = False) -> int:
+              cold: bool = True, variants: bool = False, shapes: bool = False) -> int:
     if as_json:   # standard output carries the JSON and nothing else
         with _stdout_to_stderr() as out:
-            results = measure_all(config, config_path, cold, variants)
+            results = measure_all(config, config_path, cold, variants, shapes=shapes)
             out.write(json.dumps(results, indent=2) + "\n")
         return 0
     machine = describe_machine()
     print(f"permanent bench, {time.strftime('%Y-%m-%d')}, {machine_line(machine)}", flush=True)
-    _print_results(measure_all(config, config_path, cold, variants, machine), config)
+    _print_results(measure_all(config, config_path, cold, variants, machine, shapes), config)
     return 0
 
 
 def measure_all(config: Config, config_path: Path | None, cold: bool, variants: bool,
-                machine: dict | None = None) -> dict:
+                machine: dict | None = None, shapes: bool = False) -> dict:
     results = {"machine": machine or describe_machine(),   # first: which machine this is
                "date": time.strftime("%Y-%m-%d"),
                "generator": measure_generator(config),
@@ -362,6 +362,9 @@ def measure_all(config: Config, config_path: Path | None, cold: bool, variants: 
                                                      seconds=60))
     if variants:
         results["variants"] = measure_variants(config)
+    if shapes:
+        from .shapes import measure_shapes
+        results["shapes"] = measure_shapes(config)
     g = results["generator"]
     # The pace asks for at most tokens_per_second (pauses only lower it).
     headroom = g["tokens_per_second"] / config.pacing.tokens_per_second
@@ -403,6 +406,14 @@ def _print_results(results: dict, config: Config) -> None:
         print(f"  variant           {row['note']}, {threads}{fell}: "
               f"{row['tokens_per_second']} tokens/s, KL {row['kl_bits']} bits, "
               f"entropy moved {row['entropy_shift_bits']} bits")
+    if "shapes" in results:
+        s = results["shapes"]
+        for row in s["rows"]:
+            print(f"  shape {row['shape']:<11} " + (row["error"] if "error" in row else
+                  f"{row['tokens_per_second']} tokens/s, peak {row['peak_rss_mib']} MiB, "
+                  f"loaded in {row['load_seconds']} s ({row['runtime']}, random weights)"))
+        print(f"  largest shape     sustaining {s['pacing_tokens_per_second']} tokens/s here: "
+              f"{s['largest_sustaining_pacing'] or 'none'}")
     v = results["verdict"]
     print(f"  verdict           {'sustains' if v['sustains_pacing'] else 'does NOT sustain'} "
           f"{config.pacing.tokens_per_second} tokens/s, headroom x{v['headroom']}")

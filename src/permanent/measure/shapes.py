@@ -1,0 +1,84 @@
+"""`permanent bench --shapes`: could this computer carry a larger voice?
+
+The piece's own loop (compact decoder, 4-bit weights on a CPU) on random weights of the
+published SmolLM2 shapes: speed does not depend on the values. Each shape runs in a
+process of its own, so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+
+from ..config import Config
+
+SHAPES = {   # SmolLM2's published configurations
+    "135M": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                 num_attention_heads=9, num_key_value_heads=3),
+    "360M": dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
+                 num_attention_heads=15, num_key_value_heads=5),
+    "1.7B": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
+                 num_attention_heads=32, num_key_value_heads=32),
+}
+
+
+def _one_shape(name: str, tokenizer_dir: str, config: Config, tokens: int, out: mp.Queue):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ..model.generator import load_generator
+    from ..model.model_store import resolve
+
+    with tempfile.TemporaryDirectory(prefix=f"permanent-{name}-") as folder:
+        torch.manual_seed(0)
+        shape = LlamaConfig(vocab_size=49152, max_position_embeddings=8192,
+                            rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1,
+                            eos_token_id=2, **SHAPES[name])
+        with torch.device("meta"):
+            model = LlamaForCausalLM(shape)
+        # Random bf16 weights without first making float32 ones: half the peak memory.
+        model = model.to_empty(device="cpu").to(torch.bfloat16)
+        for tensor in model.state_dict().values():
+            tensor.normal_(0, 0.02)
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+        del model
+        settings = dataclasses.replace(config.model, name=folder, weights="int4", dtype="auto")
+        text = dataclasses.replace(config.text, voice="none", seed=1, min_tokens=tokens,
+                                   max_tokens=tokens)
+        started = time.monotonic()
+        generator = load_generator(resolve(settings), settings, text)
+        loaded = time.monotonic() - started
+        sum(1 for _ in generator.write_pass(0))   # warm-up
+        generator.tokens_sampled, started = 0, time.monotonic()
+        sum(1 for _ in generator.write_pass(1))
+        speed = generator.tokens_sampled / (time.monotonic() - started)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB -> MiB
+    out.put({"shape": name, "runtime": generator.runtime, "load_seconds": round(loaded, 1),
+             "tokens_per_second": round(speed, 1), "peak_rss_mib": round(peak)})
+
+
+def measure_shapes(config: Config, tokens: int = 64) -> dict:
+    from ..model.model_store import ensure_converted, resolve
+
+    embedded = resolve(dataclasses.replace(config.model, name="embedded"))
+    ensure_converted(embedded)   # for its tokenizer
+    context = mp.get_context("spawn")
+    rows = []
+    for name in SHAPES:
+        out = context.Queue()
+        process = context.Process(target=_one_shape,
+                                  args=(name, embedded.location, config, tokens, out))
+        process.start()
+        process.join()
+        if process.exitcode != 0:
+            rows.append({"shape": name, "error": f"exit code {process.exitcode}"})
+            continue
+        rows.append(out.get())
+    pace = config.pacing.tokens_per_second
+    sustained = [r["shape"] for r in rows if r.get("tokens_per_second", 0) >= pace]
+    return {"rows": rows, "pacing_tokens_per_second": pace,
+            "largest_sustaining_pacing": sustained[-1] if sustained else None}
