@@ -43,6 +43,7 @@ def _one_shape(name: str, tokenizer_dir: str, config: Config, tokens: int, out: 
         model = model.to_empty(device="cpu").to(torch.bfloat16)
         for tensor in model.state_dict().values():
             tensor.normal_(0, 0.02)
+        model.tie_weights()   # the output matrix is the embeddings, as in SmolLM2
         model.save_pretrained(folder)
         AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
         del model
