@@ -148,20 +148,20 @@ def test_a_kernel_that_fails_on_this_cpu_leaves_layers_in_float_and_says_so(monk
     assert packed.fallback == "the int8 kernel failed here: no kernel for this CPU"
     x = torch.randn(2, 64)
     assert torch.allclose(packed(x), layer(x).detach(), atol=1e-5)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128,
-                                         num_hidden_layers=2, num_attention_heads=4,
-                                         num_key_value_heads=2)).eval()
-    _, words = open_runtime(model, ModelConfig(), "int8")
+    _, words = open_runtime(two_layer_llama(intermediate_size=128), ModelConfig(), "int8")
     assert words == ("compact decoder, int8 weights (15 of 15 layers kept in float: the int8 "
                      "kernel failed here: no kernel for this CPU), float32")
 
 
-def test_layers_of_a_shape_the_kernels_cannot_take_are_counted():
+def two_layer_llama(intermediate_size: int):
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=48,
-                                         num_hidden_layers=2, num_attention_heads=4,
-                                         num_key_value_heads=2)).eval()
+    return LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2,
+                                        intermediate_size=intermediate_size,
+                                        num_attention_heads=4, num_key_value_heads=2)).eval()
+
+
+def test_layers_of_a_shape_the_kernels_cannot_take_are_counted():
+    model = two_layer_llama(intermediate_size=48)
     _, words = open_runtime(model, ModelConfig(), "int4")
     # down_proj reads 48 inputs: int8 rather than int4; gate/up (96 outputs) and the rest fit.
     assert words == ("compact decoder, int4 weights (2 of 15 layers kept in int8: 48 inputs "
