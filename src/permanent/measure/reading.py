@@ -38,6 +38,7 @@ OFF_THEME_WORDS = frozenset("""
     audience fan-club champion players coach
     """.split())
 
+RECITATION_WORDS = 10   # a run this long found verbatim in the corpus is recited, not written
 _WORD = re.compile(r"[a-z]+(?:['’][a-z]+)?")
 _SENTENCE = re.compile(r"[^.!?…]+[.!?…]*")
 
@@ -101,9 +102,6 @@ def read_pass(text: str, corpus_runs: frozenset = frozenset()) -> PassReading:
         problems.append(f"repeats itself ({repeated} repeated 4-word runs)")
     return PassReading(len(said), first, second, third, theme, off, len(tokens), repeated,
                        recited, problems)
-
-
-RECITATION_WORDS = 10
 
 
 def corpus_runs(passages: Iterable[str], n: int = RECITATION_WORDS) -> frozenset:

@@ -153,17 +153,12 @@ class TransformersGenerator:
         return {e for e in ends if e is not None}
 
     def prompt_ids(self, opening: str) -> tuple[list[int], list[int]]:
-        system = voice.system_prompt(self.text)
-        messages = [{"role": "system", "content": system}]
-        for example in self.exemplars:   # earlier turns in the voice: shown, not described
-            messages += [{"role": "user", "content": voice.INVITATION},
-                         {"role": "assistant", "content": example}]
-        messages.append({"role": "user", "content": voice.INVITATION})
+        messages = voice.chat_messages(self.text, self.exemplars)
         if getattr(self.tokenizer, "chat_template", None):
             prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                         tokenize=False)
         else:  # a plain language model: continue a short preface instead
-            prompt = f"{system}\n\n"
+            prompt = f"{voice.system_prompt(self.text)}\n\n"
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
         opening_ids = self.tokenizer(opening, add_special_tokens=False).input_ids
         return prompt_ids, opening_ids

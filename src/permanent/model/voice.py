@@ -53,6 +53,16 @@ def system_prompt(text) -> str:
     return text.system_prompt or SYSTEM_PROMPT
 
 
+def chat_messages(text, exemplars=()) -> list[dict]:
+    """The conversation every pass continues: the voice, any earlier replies shown as
+    examples, and the invitation; the model's reply is the pass."""
+    messages = [{"role": "system", "content": system_prompt(text)}]
+    for example in exemplars:
+        messages += [{"role": "user", "content": INVITATION},
+                     {"role": "assistant", "content": example}]
+    return messages + [{"role": "user", "content": INVITATION}]
+
+
 def prompt_record(text) -> str:
     """What the model was asked, as the archive keeps it."""
     return f"{system_prompt(text)}\n{INVITATION}"

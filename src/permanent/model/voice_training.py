@@ -37,9 +37,8 @@ class TrainingSettings:
 
 def _chat_parts(tokenizer, text_settings) -> tuple[list[int], list[int]]:
     """The shared prompt's ids, and the ids that close a reply."""
-    messages = [{"role": "system", "content": voice.system_prompt(text_settings)},
-                {"role": "user", "content": voice.INVITATION}]
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer.apply_chat_template(voice.chat_messages(text_settings),
+                                           add_generation_prompt=True, tokenize=False)
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     if not isinstance(end, int) or end == tokenizer.unk_token_id:
         end = tokenizer.eos_token_id
