@@ -93,9 +93,18 @@ def test_a_voice_for_another_model_is_refused_with_its_fix(tiny_model):
 
     with pytest.raises(ModelError, match="trained for another model.*text.voice"):
         apply_voice(AutoModelForCausalLM.from_pretrained(tiny_model), BUILTIN_VOICE, merge=True)
-    with pytest.raises(ModelError, match="text.voice.*permanent voice train"):
+    with pytest.raises(ModelError, match="holds no adapter_config.json.*permanent voice train"):
         resolve_voice("/nowhere/voice")
     assert resolve_voice("builtin", embedded=False) is None   # trained for the embedded model
+
+
+def test_a_missing_voice_folder_names_its_line_and_stops_before_anything_starts(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("text:\n  voice: /nowhere/voice\n")
+    done = run_cli("--config", str(config), "check")
+    assert done.returncode == 1
+    assert "config.yaml, line 2: text.voice: /nowhere/voice holds no adapter_config.json" \
+        in done.stderr, done.stderr
 
 
 @pytest.mark.slow

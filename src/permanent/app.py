@@ -93,7 +93,6 @@ class Piece:
         from .care.config_watch import ConfigWatcher
         from .care.hours import OpeningHours
         from .model.generator_process import ModelSupervisor
-        from .room.preset import load_preset
         from .screen.display import PageView, open_screen, pygame
 
         config = self.config
@@ -109,8 +108,7 @@ class Piece:
         self._quit_keys = self._input_policy(config)
         self._watcher = None
         if self.config_path and config.care.watch_config:
-            self._watcher = ConfigWatcher(
-                self.config_path, check=lambda c: load_preset(c.hum.preset, c.base_dir))
+            self._watcher = ConfigWatcher(self.config_path, check=self._check_edit)
         if config.care.archive:
             self._archive = PassArchive(Path(config.care.archive_file or default_path()),
                                         int(config.care.archive_megabytes * 2**20), backups=5)
@@ -122,6 +120,17 @@ class Piece:
         self._notifier.ready()
         log.info("window open, %s; hum process %s, model process %s",
                  self._since_launch(time.monotonic()), self._hum.pid, self._model.process.pid)
+
+    @staticmethod
+    def _check_edit(config: Config) -> None:
+        """What an edit must also get right before it is taken: its room and its voice."""
+        from .model.model_store import resolve
+        from .model.voice_adapter import resolve_voice
+        from .room.preset import load_preset
+
+        load_preset(config.hum.preset, config.base_dir)
+        resolve_voice(config.text.voice, config.base_dir,
+                      resolve(config.model, config.base_dir).embedded)
 
     def _read_input(self, now: float) -> None:
         for event in self._pygame.event.get():

@@ -35,6 +35,7 @@ def _check_sound_and_model(config):
     """What must be right before anything starts; returns the model source, or raises a
     PermanentError that points at the line of config.yaml to fix."""
     from .model.model_store import resolve
+    from .model.voice_adapter import resolve_voice
     from .room.preset import load_preset
 
     def at_key(key, check):
@@ -44,7 +45,10 @@ def _check_sound_and_model(config):
             raise type(e)(f"{config.where(key)}: {e}") from None
 
     at_key("hum.preset", lambda: load_preset(config.hum.preset, config.base_dir))
-    return at_key("model.name", lambda: resolve(config.model, config.base_dir))
+    source = at_key("model.name", lambda: resolve(config.model, config.base_dir))
+    at_key("text.voice", lambda: resolve_voice(config.text.voice, config.base_dir,
+                                                source.embedded))
+    return source
 
 
 def cmd_run(args) -> int:

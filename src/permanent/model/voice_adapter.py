@@ -52,7 +52,7 @@ def resolve_voice(voice: str, base_dir: Path = Path("."), embedded: bool = True)
     if not folder.is_absolute():
         folder = base_dir / folder
     if not (folder / "adapter_config.json").is_file():
-        raise ModelError(f"text.voice: {folder} holds no adapter_config.json. Train one with "
+        raise ModelError(f"{folder} holds no adapter_config.json. Train one with "
                          "`permanent voice train CORPUS --out FOLDER`, or use 'builtin' or "
                          "'none'.")
     return folder
