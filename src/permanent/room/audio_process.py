@@ -82,7 +82,7 @@ class AudioProcess:
         if self._process.pid is None:
             return
         self._send("stop", fade_seconds)
-        self._process.join(timeout=fade_seconds + 0.5)
+        self._process.join(timeout=fade_seconds + heard_after(self.config.audio) + 0.5)
         if self._process.is_alive():
             log.warning("the hum did not stop after its fade; ending it")
             self._process.kill()
@@ -222,7 +222,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
             hum = Hum(load_preset(value.hum.preset, value.base_dir), value.hum).start()
         elif name == "stop":
             hum.fade_out(value)
-            time.sleep(value + 0.05)     # let the ramp reach zero before the stream stops
+            time.sleep(value + heard_after(audio))   # the ramp played out, not only computed
             break
         while leaving and leaving[0][0] < time.monotonic():
             leaving.pop(0)[1].stop()
@@ -230,6 +230,13 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
     time.sleep(0.05)
     server.shutdown()
     exit_now(0)   # the room is silent and closed: the piece waits for this process to be gone
+
+
+def heard_after(audio) -> float:
+    """Seconds from pyo computing a sample to the speakers playing it, with a margin.
+    pyo runs ahead of what is heard by the stream's buffers, and stopping the stream drops
+    them: with 2048-frame buffers a 50 ms margin cut the fade-out at 0.013, not at 0."""
+    return 0.05 + 4 * audio.buffer_size / audio.sample_rate
 
 
 HUM_REALTIME_PRIORITY = 10   # of 1-99: above ordinary work, below the sound server's own
