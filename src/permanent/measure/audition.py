@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from ..config import Config
 from . import reading
 
@@ -29,10 +31,7 @@ class AuditionedPass:
 
 
 def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return float(np.percentile(values, q)) if values else 0.0
 
 
 def write_passes(config: Config, passes: int, seed: int) -> tuple[list[AuditionedPass], dict]:
