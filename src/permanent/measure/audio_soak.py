@@ -84,17 +84,18 @@ def audio_soak(seconds: float, config_path: Path | None = None, hog: bool = True
     processes = []
     try:
         # A stream of zeros keeps the null sink running, so the recording follows the clock.
-        processes.append(subprocess.Popen(["pacat", "--device=soak", "--raw", *fmt],
-                                          stdin=open("/dev/zero", "rb"), env=env))
+        with open("/dev/zero", "rb") as zeros:
+            processes.append(subprocess.Popen(["pacat", "--device=soak", "--raw", *fmt],
+                                              stdin=zeros, env=env))
         recorder = subprocess.Popen(["parec", "-d", "soak.monitor", *fmt, "--file-format=wav",
                                      str(wav)], env=env)
         processes.append(recorder)
         time.sleep(2.5)   # the monitor first replays what the sink last played
-        log = open(folder / "piece.log", "w")
-        piece = subprocess.Popen(
-            [sys.executable, "-m", "permanent", "--windowed", "--config", str(config)],
-            env=dict(env, SDL_VIDEODRIVER=os.environ.get("SDL_VIDEODRIVER", "dummy")),
-            stdout=log, stderr=subprocess.STDOUT)
+        with open(folder / "piece.log", "w") as log:   # the child keeps its own copy
+            piece = subprocess.Popen(
+                [sys.executable, "-m", "permanent", "--windowed", "--config", str(config)],
+                env=dict(env, SDL_VIDEODRIVER=os.environ.get("SDL_VIDEODRIVER", "dummy")),
+                stdout=log, stderr=subprocess.STDOUT)
         processes.append(piece)
         hog_process = _busy_loop() if hog else None
         try:
