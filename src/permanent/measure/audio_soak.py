@@ -27,8 +27,12 @@ from .audio_analysis import mono, read_wav
 NEEDED = {"pulseaudio": "pulseaudio", "pactl": "pulseaudio-utils",
           "parec": "pulseaudio-utils", "pacat": "pulseaudio-utils"}
 DROPOUT_SECONDS = 0.010
-# The model writes as fast as it can: tokens are asked for faster than it makes them.
-FLAT_OUT = "pacing:\n  tokens_per_second: 200\n  uncertainty_pause_seconds_per_bit: 0\n"
+# The model writes as fast as it can: tokens are asked for faster than it makes them,
+# and no pause between passes lets its queue fill and rest it.
+FLAT_OUT = ("pacing:\n  tokens_per_second: 200\n  uncertainty_pause_seconds_per_bit: 0\n"
+            "  comma_pause_seconds: 0\n  sentence_pause_seconds: 0\n"
+            "  line_break_pause_seconds: 0\n  hold_seconds: 0\n  fade_seconds: 0\n"
+            "  gap_seconds: 0\n")
 
 
 def dropouts(samples: np.ndarray, rate: int, longer_than: float = DROPOUT_SECONDS) -> list[float]:
