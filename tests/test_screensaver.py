@@ -113,13 +113,18 @@ def test_xscreensaver_runs_the_piece_as_a_hack(xvfb_env, saver_install, tmp_path
            "DISPLAY": xvfb_env["DISPLAY"], "PULSE_SERVER": "unix:/nonexistent/socket"}
     log_path = tmp_path / "xscreensaver.log"
     subprocess.run(["pkill", "-KILL", "-u", SAVER_USER], capture_output=True)   # an earlier run's
+    gone = time.monotonic() + 10   # pkill only sends: a daemon still dying would make the
+    while (subprocess.run(["pgrep", "-u", SAVER_USER], capture_output=True).returncode == 0
+           and time.monotonic() < gone):   # new one find it and leave
+        time.sleep(0.1)
     daemon = subprocess.Popen(as_saver("xscreensaver", "-no-splash"), env=env,
                               stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
     try:
         deadline = time.monotonic() + 20
         while subprocess.run(as_saver("xscreensaver-command", "-time"), env=env,
                              capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, log_path.read_text()
+            assert time.monotonic() < deadline, \
+                f"daemon exit code {daemon.poll()}; its log:\n{log_path.read_text()}"
             time.sleep(0.2)
         subprocess.run(as_saver("xscreensaver-command", "-activate"), env=env, check=True,
                        capture_output=True)
