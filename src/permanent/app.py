@@ -28,6 +28,27 @@ log = logging.getLogger("permanent")
 _CONTEXT = mp.get_context("spawn")
 
 
+def check_sound_and_model(config: Config):
+    """What must be right before anything starts, and before a live edit is taken: the
+    room, the model and the voice. Returns the model source, or raises a PermanentError
+    that points at the line of config.yaml to fix."""
+    from .model.model_store import resolve
+    from .model.voice_adapter import resolve_voice
+    from .room.preset import load_preset
+
+    def at_key(key, check):
+        try:
+            return check()
+        except PermanentError as e:
+            raise type(e)(f"{config.where(key)}: {e}") from None
+
+    at_key("hum.preset", lambda: load_preset(config.hum.preset, config.base_dir))
+    source = at_key("model.name", lambda: resolve(config.model, config.base_dir))
+    at_key("text.voice", lambda: resolve_voice(config.text.voice, config.base_dir,
+                                                source.embedded))
+    return source
+
+
 class Piece:
     def __init__(self, config: Config, windowed: bool = False,
                  duration: Optional[float] = None, launched: Optional[float] = None,
@@ -108,7 +129,7 @@ class Piece:
         self._quit_keys = self._input_policy(config)
         self._watcher = None
         if self.config_path and config.care.watch_config:
-            self._watcher = ConfigWatcher(self.config_path, check=self._check_edit)
+            self._watcher = ConfigWatcher(self.config_path, check=check_sound_and_model)
         if config.care.archive:
             self._archive = PassArchive(Path(config.care.archive_file or default_path()),
                                         int(config.care.archive_megabytes * 2**20), backups=5)
@@ -120,17 +141,6 @@ class Piece:
         self._notifier.ready()
         log.info("window open, %s; hum process %s, model process %s",
                  self._since_launch(time.monotonic()), self._hum.pid, self._model.process.pid)
-
-    @staticmethod
-    def _check_edit(config: Config) -> None:
-        """What an edit must also get right before it is taken: its room and its voice."""
-        from .model.model_store import resolve
-        from .model.voice_adapter import resolve_voice
-        from .room.preset import load_preset
-
-        load_preset(config.hum.preset, config.base_dir)
-        resolve_voice(config.text.voice, config.base_dir,
-                      resolve(config.model, config.base_dir).embedded)
 
     def _read_input(self, now: float) -> None:
         for event in self._pygame.event.get():

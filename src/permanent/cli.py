@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from .app import check_sound_and_model
 from .errors import PermanentError
 
 log = logging.getLogger("permanent")
@@ -31,31 +32,11 @@ def _load(path: Path | None):
     return load_config(path)
 
 
-def _check_sound_and_model(config):
-    """What must be right before anything starts; returns the model source, or raises a
-    PermanentError that points at the line of config.yaml to fix."""
-    from .model.model_store import resolve
-    from .model.voice_adapter import resolve_voice
-    from .room.preset import load_preset
-
-    def at_key(key, check):
-        try:
-            return check()
-        except PermanentError as e:
-            raise type(e)(f"{config.where(key)}: {e}") from None
-
-    at_key("hum.preset", lambda: load_preset(config.hum.preset, config.base_dir))
-    source = at_key("model.name", lambda: resolve(config.model, config.base_dir))
-    at_key("text.voice", lambda: resolve_voice(config.text.voice, config.base_dir,
-                                                source.embedded))
-    return source
-
-
 def cmd_run(args) -> int:
     config = _load(args.config)
     if args.windowed:
         os.environ.setdefault("SDL_VIDEO_CENTERED", "1")
-    source = _check_sound_and_model(config)
+    source = check_sound_and_model(config)
     if not source.cached and not source.embedded:
         from .errors import ModelError
         raise ModelError(f"{config.where('model.name')}: model {source.label!r} is not in "
@@ -129,7 +110,7 @@ def cmd_screensaver(args) -> int:
         print(describe_configuration(args.config))
         return 0
     config = _load(args.config).as_screensaver()
-    _check_sound_and_model(config)
+    check_sound_and_model(config)
     _log_to_file(config)
     try:
         prepare_environment(mode)
@@ -147,7 +128,7 @@ def cmd_screensaver(args) -> int:
 
 def cmd_check(args) -> int:
     config = _load(args.config)
-    source = _check_sound_and_model(config)
+    source = check_sound_and_model(config)
     print(f"config:  {config.source}: valid")
     print(f"sound:   preset {config.hum.preset!r}")
     state = "cached, loads at once" if source.cached else (
@@ -225,7 +206,7 @@ def cmd_audition(args) -> int:
     configs = []
     for path in paths:
         config = _load(path)
-        _check_sound_and_model(config)
+        check_sound_and_model(config)
         configs.append((str(path) if path else "built-in defaults", config))
     return run_audition(configs, args.passes, args.seed, args.json, args.markdown)
 
@@ -237,7 +218,7 @@ def cmd_voice_train(args) -> int:
     from .model.voice_training import TrainingSettings, train_voice
 
     config = _load(args.config)
-    source = _check_sound_and_model(config)
+    source = check_sound_and_model(config)
     ensure_converted(source, log=progress_log)
     settings = TrainingSettings(epochs=args.epochs, rank=args.rank,
                                 learning_rate=args.learning_rate, seed=args.seed)
@@ -263,7 +244,7 @@ def cmd_render(args) -> int:
     from .render import render
 
     config = _load(args.config)
-    _check_sound_and_model(config)
+    check_sound_and_model(config)
     result = render(config, args.seconds, args.out, seed=args.seed, size=args.size,
                     fps=args.fps)
     print(f"{'interrupted: ' if result.interrupted else ''}rendered {result.seconds:.1f} s "
