@@ -134,12 +134,31 @@ def cmd_check(args) -> int:
     state = "cached, loads at once" if source.cached else (
         "not converted yet: the first start converts it (about 20 s)" if source.embedded
         else "NOT in the local cache: it cannot load here")
-    print(f"model:   {source.label} at {source.location} ({state})")
+    role = "fallback:" if config.model.server_url and config.model.fallback == "embedded" else "model:  "
+    print(f"{role} {source.label} at {source.location} ({state})")
     if source.embedded:
         from .model.model_store import embedded_gguf
         print(f"         from {embedded_gguf()}")
+    server_ok = True
+    if config.model.server_url:
+        server_ok = _check_server(config)
     _print_devices(config)
-    return 0 if (source.cached or source.embedded) else 1
+    return 0 if (source.cached or source.embedded) and server_ok else 1
+
+
+def _check_server(config) -> bool:
+    from .model.server_generator import ServerFault, probe_server
+
+    fallback = {"embedded": "the embedded model above writes instead",
+                "wait": "the piece waits for it, humming"}[config.model.fallback]
+    try:
+        lines = probe_server(config.model, config.text)
+    except ServerFault as e:
+        print(f"server:  {config.where('model.server_url')}: {e}\n"
+              f"         while it cannot write, {fallback} (model.fallback)")
+        return False
+    print("server:  " + "\n         ".join(lines))
+    return True
 
 
 def _print_devices(config=None) -> None:
@@ -172,6 +191,10 @@ def cmd_bench(args) -> int:
 
     if args.audio_soak:
         return _audio_soak(args)
+    if args.entropy_estimate:
+        return _entropy_estimate(args)
+    if args.server:
+        return _server_load(args)
     return run_bench(_load(args.config), args.config, as_json=args.json,
                      cold=not args.warm_only, variants=args.variants, shapes=args.shapes)
 
@@ -197,6 +220,65 @@ def _audio_soak(args) -> int:
               f"{result['largest_step']}, {result['underruns_logged']} underruns logged; "
               f"recording and log in {result['folder']}")
     return 0 if result["dropouts"] == 0 else 1
+
+
+def _entropy_estimate(args) -> int:
+    import dataclasses
+    import json
+
+    from .measure import entropy_estimate as estimate
+    from .measure.machine import describe_machine, machine_line
+    from .model.entropy import TAIL_OFFSET_BITS
+
+    config = _load(args.config)
+    check_sound_and_model(config)
+    config = config.replace(text=dataclasses.replace(config.text, seed=args.seed))
+    if not args.json:
+        print(f"the embedded model writes {args.tokens} tokens ({machine_line(describe_machine())})",
+              file=sys.stderr)
+    sample = estimate.sample_model(config, args.tokens)
+    result = estimate.report(sample, args.top_k, TAIL_OFFSET_BITS)
+    result["best_offset_bits"] = estimate.fit_offset(sample, args.top_k)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        estimate.print_report(result)
+        print(f"the offset that fits these tokens best: {result['best_offset_bits']:.2f} bits "
+              f"(shipped: {TAIL_OFFSET_BITS:.2f})")
+    return 0
+
+
+def _server_load(args) -> int:
+    import json
+
+    from .errors import ConfigError
+    from .measure.machine import describe_machine, machine_line
+    from .measure.server_load import print_load, server_load
+    from .model.server_generator import ServerFault
+
+    config = _load(args.config)
+    if not config.model.server_url:
+        raise ConfigError(f"{config.source}: model.server_url is not set; bench --server "
+                          "measures the server it names.")
+    try:
+        clients = [int(n) for n in args.clients.split(",")]
+    except ValueError:
+        raise ConfigError(f"--clients {args.clients!r}: give counts like 1,2,4") from None
+    if not args.json:
+        print(f"{config.model.server_model} at {config.model.server_url}, {args.seconds:.0f} s "
+              f"each (this client: {machine_line(describe_machine())})", file=sys.stderr)
+    results = []
+    for count in clients:
+        try:
+            results.append(server_load(config, count, args.seconds))
+        except ServerFault as e:
+            print(f"server: {config.where('model.server_url')}: {e}", file=sys.stderr)
+            return 1
+        if not args.json:
+            print_load(results[-1])
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
 
 
 def cmd_audition(args) -> int:
@@ -295,6 +377,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="instead: record the live hum through a private PulseAudio "
                        "server while the model writes flat out and a busy loop holds one "
                        "core; count dropouts and clicks (600 for the 10-minute check)")
+    bench.add_argument("--entropy-estimate", action="store_true",
+                       help="instead: how close the entropy a server's top-k log-probabilities "
+                       "give comes to the exact one, on the embedded model's own writing")
+    bench.add_argument("--server", action="store_true",
+                       help="instead: tokens/s from the configured inference server "
+                       "(model.server_url) for 1, 2, ... pieces at once, and how many screens "
+                       "that sustains at the configured pacing")
+    bench.add_argument("--clients", default="1,2", metavar="N,N",
+                       help="with --server: how many pieces at once (default 1,2)")
+    bench.add_argument("--seconds", type=float, default=30.0,
+                       help="with --server: how long each count runs (default 30)")
+    bench.add_argument("--tokens", type=int, default=2000,
+                       help="with --entropy-estimate: how many tokens (default 2000)")
+    bench.add_argument("--top-k", type=int, default=20,
+                       help="with --entropy-estimate: alternatives per token (default 20)")
+    bench.add_argument("--seed", type=int, default=0,
+                       help="with --entropy-estimate: the passes' seed (default 0)")
     bench.add_argument("--no-hog", action="store_true",
                        help="with --audio-soak: no busy loop, only the model")
     bench.add_argument("--shapes", action="store_true",

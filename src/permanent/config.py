@@ -26,8 +26,25 @@ class ModelConfig:
     runtime: Literal["auto", "transformers"] = "auto"   # auto: the compact decoder when it fits
     weights: Literal["auto", "float", "int8", "int4"] = "auto"  # how a CPU holds the weights
     trust_remote_code: bool = False
+    # An OpenAI-compatible inference server (vLLM, llama.cpp's server, Ollama) writing instead.
+    server_url: Optional[str] = None         # e.g. http://gpu-box:8000/v1; None = the model here
+    server_model: Optional[str] = None       # the name the server knows its model by
+    server_api_key_env: Optional[str] = None  # the environment variable holding its key
+    server_top_logprobs: int = bounded(20, ge=1, le=100)  # alternatives per token, for entropy
+    fallback: Literal["embedded", "wait"] = "embedded"  # while the server cannot be reached
 
     def validate(self):
+        if self.server_url is not None:
+            if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.server_url):
+                return "server_url", (f"must be an http:// or https:// address such as "
+                                      f"http://gpu-box:8000/v1 (got {self.server_url!r}).")
+            if not (self.server_model or "").strip():
+                return "server_model", ("is needed with server_url: the model name the "
+                                        "server lists at /v1/models.")
+        if self.server_api_key_env is not None and \
+                not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.server_api_key_env):
+            return "server_api_key_env", ("must be the name of an environment variable "
+                                          "(such as PERMANENT_API_KEY), never the key itself.")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             return "device", f"must be auto, cpu, cuda, cuda:N or mps (got {self.device!r})."
         if not self.name.strip():

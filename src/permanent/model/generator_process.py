@@ -180,14 +180,10 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
     os.nice(MODEL_NICENESS)
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
     from ..errors import PermanentError
-    from .generator import load_generator
-    from .model_store import ensure_converted, progress_log, resolve
 
     try:
         started = time.monotonic()
-        source = resolve(config.model, config.base_dir)
-        ensure_converted(source, log=progress_log)
-        generator = load_generator(source, config.model, config.text, config.base_dir)
+        generator = _open_generator(config)
         heartbeat.value = time.monotonic()   # loading is not hanging: the clock starts now
         loaded = f"{generator.label} loaded in {time.monotonic() - started:.1f} s"
         status.put(Status("generator", "ready",
@@ -200,6 +196,9 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
     parent = mp.parent_process()
     text = config.text
     for pass_id in itertools.count(first_pass_id):
+        heartbeat.value = time.monotonic()   # a pass that waits for a server is not a hang
+        if stop.is_set() or (parent is not None and not parent.is_alive()):
+            exit_now(0)
         try:
             text = settings.get_nowait()   # edited settings, from this pass on
         except queue.Empty:
@@ -221,3 +220,23 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
                     break
                 except queue.Full:
                     heartbeat.value = time.monotonic()   # waiting for the screen is not a hang
+
+
+def _open_generator(config: Config):
+    """The model here, or an inference server with the embedded model as its stand-in."""
+    def local(model_settings, text):
+        from .generator import load_generator
+        from .model_store import ensure_converted, progress_log, resolve
+
+        source = resolve(model_settings, config.base_dir)
+        ensure_converted(source, log=progress_log)
+        return load_generator(source, model_settings, text, config.base_dir)
+
+    if not config.model.server_url:
+        return local(config.model, config.text)
+    from .server_fallback import ServerWithFallback, embedded_fallback_settings
+    from .server_generator import ServerGenerator
+
+    return ServerWithFallback(
+        ServerGenerator(config.model, config.text), config.model.fallback,
+        lambda text: local(embedded_fallback_settings(config.model), text))
