@@ -30,8 +30,8 @@ pytestmark = pytest.mark.slow
 class LlamaServer:
     """llama-cpp-python's OpenAI-compatible server on a fixed local port."""
 
-    def __init__(self, gguf, port: int):
-        self.gguf, self.port = gguf, port
+    def __init__(self, gguf, voice_gguf, port: int):
+        self.gguf, self.voice_gguf, self.port = gguf, voice_gguf, port
         self.url = f"http://127.0.0.1:{port}/v1"
         self.process = None
 
@@ -41,6 +41,7 @@ class LlamaServer:
         # would cut the first one's pass.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf),
+             "--lora_path", str(self.voice_gguf),
              "--host", "127.0.0.1", "--port", str(self.port), "--n_threads", "1",
              "--n_ctx", "2048", "--logits_all", "true", "--model_alias", "smollm2",
              "--interrupt_requests", "false"],
@@ -67,10 +68,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(embedded_model):
+def server(embedded_model, tmp_path_factory):
+    """The embedded model with the builtin voice, as a gallery's CPU box would serve it."""
     from permanent.model.model_store import embedded_gguf
+    from permanent.model.voice_adapter import BUILTIN_VOICE
+    from permanent.model.voice_export import export_gguf
 
-    running = LlamaServer(embedded_gguf(), free_port()).start()
+    voice = tmp_path_factory.mktemp("voice") / "voice.gguf"
+    export_gguf(BUILTIN_VOICE, embedded_model.location, voice)
+    running = LlamaServer(embedded_gguf(), voice, free_port()).start()
     yield running
     running.kill()
 
@@ -108,8 +114,9 @@ def test_the_entropy_estimate_from_top_logprobs_is_calibrated(embedded_model):
 
 
 def test_the_servers_entropies_are_close_to_the_local_models(server, embedded_model):
-    """The same model, the same text: the entropy estimated from llama.cpp's top-20 is the
-    exact entropy of the piece's own forward over that text, token by token."""
+    """The same model and voice, the same text: the entropy estimated from llama.cpp's
+    top 20 is the exact entropy of the piece's own forward over that text, token by token.
+    This also checks the voice's GGUF export: a wrong tensor moves it by bits."""
     import torch
 
     from permanent.model import voice
@@ -117,7 +124,7 @@ def test_the_servers_entropies_are_close_to_the_local_models(server, embedded_mo
     from permanent.model.generator import load_generator
     from permanent.model.server_generator import ServerGenerator
 
-    text = TextConfig(voice="none", min_tokens=20, max_tokens=60)
+    text = TextConfig(voice="builtin", min_tokens=20, max_tokens=60)
     remote = ServerGenerator(ModelConfig(server_url=server.url, server_model="smollm2"), text)
     local = load_generator(embedded_model, ModelConfig(weights="float"), text)
     errors, seed = [], 0

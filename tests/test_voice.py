@@ -176,3 +176,15 @@ def test_the_typeface_and_voice_ship_in_the_wheel(tmp_path):
                            cwd=tmp_path, timeout=60)
     assert found.stdout.split()[:2] == ["True", "True"], found.stderr
     assert str(target) in found.stdout   # from the installed wheel, not the source tree
+
+
+def test_the_gguf_export_orders_q_and_k_rows_as_llama_cpp_does():
+    """Each head's rows [a0 a1 | b0 b1] become [a0 b0 a1 b1]: the rotary halves
+    interleaved, per head."""
+    import numpy as np
+
+    from permanent.model.voice_export import interleave_rotary_halves
+
+    rows = np.arange(8)[:, None] * np.ones((1, 3))      # 2 heads of 4 rows, 3 columns
+    out = interleave_rotary_halves(rows, heads=2)[:, 0].tolist()
+    assert out == [0, 2, 1, 3, 4, 6, 5, 7]

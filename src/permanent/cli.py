@@ -312,6 +312,31 @@ def cmd_voice_train(args) -> int:
     return 0
 
 
+def cmd_voice_export(args) -> int:
+    import dataclasses
+
+    from .errors import ModelError
+    from .model.model_store import ensure_converted, progress_log
+    from .model.voice_adapter import resolve_voice
+    from .model.voice_export import export_gguf
+
+    config = _load(args.config)
+    if args.voice is not None:
+        config = config.replace(text=dataclasses.replace(config.text, voice=args.voice))
+    source = check_sound_and_model(config)
+    folder = resolve_voice(config.text.voice, config.base_dir, source.embedded)
+    if folder is None:
+        where = "--voice" if args.voice is not None else config.where("text.voice")
+        raise ModelError(f"{where}: is {config.text.voice!r}: there is no voice to export. "
+                         "Use --voice builtin or a folder from `permanent voice train`.")
+    ensure_converted(source, log=progress_log)
+    layers = export_gguf(folder, source.location, args.out)
+    print(f"wrote {layers} layers of the voice in {folder} to {args.out}\n"
+          f"serve it beside the model's GGUF: llama.cpp's `llama-server --lora {args.out}`, "
+          f"or `python -m llama_cpp.server --lora_path {args.out}`")
+    return 0
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
@@ -353,9 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "say how they read: the curator's tool for tuning the voice")
     voice = sub.add_parser("voice", help="the model's voice: `permanent voice train`")
     voice.set_defaults(func=lambda args: voice.print_usage() or 2)
-    train = voice.add_subparsers(dest="voice").add_parser("train", help="train a voice (a LoRA adapter) from a corpus of "
-                             "passages separated by lines holding only %%")
-    for p in (parser, run, check, devices, bench, render, archive, saver, audition, train):
+    voices = voice.add_subparsers(dest="voice")
+    train = voices.add_parser("train", help="train a voice (a LoRA adapter) from a corpus of "
+                              "passages separated by lines holding only %%")
+    export = voices.add_parser("export-gguf", help="write the voice as a GGUF LoRA adapter "
+                               "for llama.cpp's server (--lora FILE)")
+    for p in (parser, run, check, devices, bench, render, archive, saver, audition, train,
+              export):
         # On subcommands, SUPPRESS keeps `permanent --config X check` working too.
         default = None if p is parser else argparse.SUPPRESS
         p.add_argument("--config", type=Path, default=default,
@@ -438,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=None,
                        help="CPU threads (default: model.threads); 1 keeps a shared machine usable")
     train.set_defaults(func=cmd_voice_train)
+    export.add_argument("--out", type=Path, required=True, help="the .gguf file to write")
+    export.add_argument("--voice", default=None,
+                        help="builtin or a folder from `voice train` (default: text.voice)")
+    export.set_defaults(func=cmd_voice_export)
     parser.set_defaults(func=cmd_run)
     return parser
 

@@ -45,8 +45,13 @@ def write_passes(config: Config, passes: int, seed: int) -> tuple[list[Auditione
     source = resolve(config.model, config.base_dir)
     ensure_converted(source, log=progress_log)
     started = time.monotonic()
-    generator = load_generator(source, config.model, dataclasses.replace(config.text, seed=seed),
-                               config.base_dir)
+    first = dataclasses.replace(config.text, seed=seed)
+    if config.model.server_url:   # the server's passes, read the same way
+        from ..model.server_generator import ServerGenerator
+        generator = ServerGenerator(config.model, first)
+        generator.probe()
+    else:
+        generator = load_generator(source, config.model, first, config.base_dir)
     loaded = time.monotonic() - started
     runs = reading.corpus_runs(voice_corpus(config.text, config.base_dir, source.embedded))
     written, tokens, seconds = [], 0, 0.0
@@ -54,6 +59,8 @@ def write_passes(config: Config, passes: int, seed: int) -> tuple[list[Auditione
         generator.update_text(dataclasses.replace(config.text, seed=seed + i))
         before, t0 = generator.tokens_sampled, time.monotonic()
         events = list(generator.write_pass(i))
+        if getattr(generator, "fault", None) is not None:
+            raise generator.fault
         seconds += time.monotonic() - t0
         tokens += generator.tokens_sampled - before
         text = "".join(e.text for e in events)

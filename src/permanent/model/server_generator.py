@@ -22,6 +22,7 @@ except ImportError:
     import httpx as http
 
 from ..config import ModelConfig, TextConfig
+from ..errors import ModelError
 from ..events import TokenEvent, ends_sentence
 from .entropy import entropy_from_top_logprobs
 from . import voice
@@ -35,7 +36,7 @@ READ_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 2.0
 
 
-class ServerFault(Exception):
+class ServerFault(ModelError):
     """The server could not write (this pass): unreachable, gone, slow or misconfigured."""
 
 
@@ -122,8 +123,7 @@ class ServerGenerator:
                             repeat_penalty=text.repetition_penalty))
 
     def _pieces(self) -> Iterator[tuple[str, float]]:
-        openings = self.text.openings or voice.OPENINGS
-        opening = self.choices.choice([o for o in openings if o.strip()]).strip()
+        opening = self.choices.choice(whole_sentence_openings(self.text))
         request = self._request(opening)
         count, written, pending_bits = 0, "", 0.0
         shown_opening = False
@@ -180,6 +180,14 @@ class ServerGenerator:
                 # The connection broke mid-stream, or a chunk was not what the API says.
                 raise ServerFault(f"the server at {self.url} broke off mid-pass "
                                   f"({type(e).__name__}: {_short(e)}).") from None
+
+
+def whole_sentence_openings(text: TextConfig) -> list[str]:
+    """The openings that end a sentence. A server that cannot continue the start of a
+    reply (llama-cpp-python's) answers after it instead; "When this stops," then reads
+    as a broken sentence, "This run began a moment ago." does not."""
+    openings = [o.strip() for o in text.openings or voice.OPENINGS if o.strip()]
+    return [o for o in openings if ends_sentence(o)] or openings
 
 
 _NO_LOGPROBS = ("the server at {url} sends no log-probabilities, so the fans cannot follow "
