@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from permanent.config import HumConfig
 from permanent.measure.audio_analysis import mono, peak_hz, read_wav, rms
 from permanent.measure.audio_soak import audio_soak, dropouts, largest_step
 from permanent.room.fans import semitones
@@ -95,7 +96,8 @@ def test_what_a_visitor_hears(pulse_env, embedded_model, tmp_path):
     audible = np.flatnonzero(np.abs(signal_) > 1e-3)
     start, end = audible[0] / rate, audible[-1] / rate
     # Line the recording up with the wall clock at its end (SIGTERM, then the fade).
-    launch = end - (sigterm - piece.started) - 0.8
+    fade = HumConfig().fade_out_seconds   # the default: FAST_PASSES leaves it alone
+    launch = end - (sigterm - piece.started) - fade
     print(f"hum audible {start - launch:.2f} s after launch (at the sound server)")
     assert start - launch < 2.0
     assert rms(signal_[at(start + 0.5):at(start + 1.5)]) > 0.005
@@ -113,10 +115,14 @@ def test_what_a_visitor_hears(pulse_env, embedded_model, tmp_path):
     peaks = [peak_hz(signal_[at(t):at(t + 0.5)], rate, low * 0.95, high * 1.05)
              for t in np.arange(start + 3.0, end - 1.5, 0.5)]
     assert semitones(min(peaks), max(peaks)) > 2.0, peaks
-    # SIGTERM: a fade, not a click.
-    before = rms(signal_[at(end - 1.6):at(end - 1.1)])
-    assert rms(signal_[at(end - 0.1):at(end)]) < 0.2 * before   # it was fading, not cut
-    assert np.abs(signal_[at(end - 0.02):]).max() < 0.01        # and it ends quietly
+    # SIGTERM: a fade, not a click. A linear ramp's thirds have about 0.84, 0.5 and 0.19
+    # of the level before it; a cut would keep the level to the last sample.
+    before = signal_[at(end - 1.6):at(end - 1.1)]
+    thirds = [rms(signal_[at(end - fade * (3 - i) / 3):at(end - fade * (2 - i) / 3)])
+              for i in range(3)]
+    print(f"fade-out thirds {[round(t / rms(before), 2) for t in thirds]} of the level before")
+    assert thirds[0] > thirds[1] > thirds[2] and thirds[2] < 0.4 * rms(before)
+    assert np.abs(signal_[at(end - 0.01):]).max() < 0.1 * np.abs(before).max()  # ends quietly
 
 
 def screenshot(env, path):

@@ -13,6 +13,7 @@ import time
 import psutil
 import pytest
 
+from permanent.config import HumConfig
 from permanent.lifecycle import Backoff
 
 from conftest import REPO
@@ -115,7 +116,7 @@ def test_the_piece_runs_hums_writes_and_stops_on_sigterm(pulse_env, embedded_mod
         piece.kill()
 
 
-FADE_OUT = 0.3   # hum.fade_out_seconds in the config the next test writes
+FADE_OUT = HumConfig().fade_out_seconds   # the default: a gallery's own stop
 
 
 @pytest.mark.parametrize("moment", ["loading", "writing"])
@@ -126,10 +127,8 @@ def test_every_process_is_gone_soon_after_sigterm(pulse_env, embedded_model, tmp
     tracker, whether the model is still loading or writing. The hum's fade-out is the one
     wait it asks for; everything else (the model's end, the interpreters' exits) gets
     0.5 s. Exiting through the interpreter's teardown took 0.45 s more on a busy core."""
-    config = tmp_path / "config.yaml"
-    config.write_text(f"hum:\n  fade_out_seconds: {FADE_OUT}\n")
     limit = FADE_OUT + 0.5
-    piece = Running(pulse_env, "--windowed", "--config", str(config))
+    piece = Running(pulse_env, "--windowed")
     try:
         piece.wait_for(r"hum playing" if moment == "loading" else r"first token shown")
         pids = family(piece.process.pid)
