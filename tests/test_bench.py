@@ -24,7 +24,7 @@ def tiny_config(tiny_model):
 
 def test_generator_is_measured_against_plain_generate(tiny_config):
     row = measure_generator(tiny_config, passes=2)
-    assert row["runtime"] == "compact decoder, float weights, float32"
+    assert row["runtime"].removesuffix(" (warm start)") == "compact decoder, float weights, float32"
     assert row["tokens"] >= 2 and row["tokens_per_second"] > 0
     assert row["generate_tokens_per_second"] > 0
     assert row["ratio_to_generate"] == pytest.approx(

@@ -199,7 +199,7 @@ def test_sampler_draws_from_the_distribution_transformers_would(text):
 
 def test_runtime_follows_the_config(embedded_model, tmp_path):
     embedded = load_generator(embedded_model, ModelConfig(), TextConfig())
-    assert embedded.runtime == "compact decoder, int4 weights, bfloat16"
+    assert embedded.runtime.removesuffix(" (warm start)") == "compact decoder, int4 weights, bfloat16"
     plain = load_generator(embedded_model, ModelConfig(runtime="transformers", weights="float"),
                            TextConfig())
     assert plain.runtime.startswith("transformers' forward (model.runtime is transformers)")

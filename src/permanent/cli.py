@@ -196,7 +196,8 @@ def cmd_bench(args) -> int:
     if args.server:
         return _server_load(args)
     return run_bench(_load(args.config), args.config, as_json=args.json,
-                     cold=not args.warm_only, variants=args.variants, shapes=args.shapes)
+                     cold=not args.warm_only, variants=args.variants, shapes=args.shapes,
+                     anchor=args.anchor)
 
 
 def _audio_soak(args) -> int:
@@ -428,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--shapes", action="store_true",
                        help="also time the loop on SmolLM2-360M and -1.7B shapes (random "
                        "weights, 4-bit): which larger voice this computer could carry")
+    bench.add_argument("--anchor", action="store_true",
+                       help="also run llama.cpp (llama-cpp-python) on the same GGUF, voice, "
+                       "prompt, sampling and threads, and print the loop's speed against it")
     bench.add_argument("--variants", action="store_true",
                        help="also compare every way of running the model: runtimes, "
                        "weight packings, bf16, one thread, int8 dynamic quantization")

@@ -41,6 +41,7 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
     generator = load_generator(source, config.model, config.text, config.base_dir)
     loaded = time.monotonic() - started
     sum(1 for _ in generator.write_pass(0))   # warm-up
+    generator.keep_warm()   # so the warm launch below starts as a gallery's second start does
     generator.tokens_sampled = 0
     seconds = cpu = 0.0
     for pass_id in range(1, passes + 1):
@@ -278,7 +279,7 @@ def _seconds_until_gone(family: list[psutil.Process], limit: float = 15.0) -> fl
 
 
 def measure_startup(config: Config, config_path: Path | None, cold: bool,
-                    seconds: float = 30.0) -> dict:
+                    seconds: float = 30.0, restart: bool = False) -> dict:
     """Launch the whole piece headless, read its own timings from its log, its processes'
     peak memory, then end it with SIGTERM, as XScreenSaver or systemd do, and time until
     every one of its processes is gone."""
@@ -290,11 +291,14 @@ def measure_startup(config: Config, config_path: Path | None, cold: bool,
         args = [sys.executable, "-m", "permanent", "--windowed", "--duration", str(seconds + 60)]
         if config_path is not None:
             args += ["--config", str(config_path)]
+        if restart:
+            args.append("-v")   # each token shown is logged: the restarted model's first
         with tempfile.TemporaryFile("w+") as log_file:
             piece = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
             time.sleep(seconds)
             family = _family(piece.pid)
             peaks = _family_peak_rss(family)
+            restarted = _kill_model_and_wait(log_file) if restart else None
             piece.send_signal(signal.SIGTERM)
             gone = _seconds_until_gone(family)
             piece.wait(timeout=60)
@@ -309,12 +313,35 @@ def measure_startup(config: Config, config_path: Path | None, cold: bool,
     roles = dict(zip(sorted(children, key=lambda k: -children[k]), ("model", "hum")))
     memory = {roles.get(k, k): v for k, v in peaks.items()}
     return {"cache": "cold" if cold else "warm", "exit_code": piece.returncode,
+            "first_frame_seconds": seconds_of(r"first frame drawn"),
             "hum_seconds": seconds_of(r"hum playing"),
             "first_token_seconds": seconds_of(r"first token shown"),
             "silent": "runs silently" in log, "peak_rss_mib": memory,
             "total_peak_rss_mib": round(sum(peaks.values()), 1),
             "processes": len(family), "sigterm_to_gone_seconds": gone,
+            "restart_to_first_token_seconds": restarted,
             "hum_fade_out_seconds": config.hum.fade_out_seconds}
+
+
+def _kill_model_and_wait(log_file, limit: float = 60.0) -> float | None:
+    """Kill the model's process as a crash would, and time until the restarted model's
+    first token is shown (the supervisor's backoff, 1 s after a first crash, included)."""
+    log_file.flush()
+    log_file.seek(0)
+    found = re.search(r"model process (\d+)", log_file.read())
+    if not found:
+        return None
+    killed = time.time()
+    os.kill(int(found[1]), signal.SIGKILL)
+    while time.time() - killed < limit:
+        time.sleep(0.1)
+        log_file.seek(0)
+        after = log_file.read().partition("model process restarted")[2]
+        if shown := re.search(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+: shown ",
+                              after, re.MULTILINE):
+            at = time.mktime(time.strptime(shown[1], "%Y-%m-%d %H:%M:%S")) + int(shown[2]) / 1000
+            return round(at - killed, 2)
+    return None
 
 
 @contextlib.contextmanager
@@ -335,27 +362,30 @@ def _stdout_to_stderr():
 
 
 def run_bench(config: Config, config_path: Path | None = None, as_json: bool = False,
-              cold: bool = True, variants: bool = False, shapes: bool = False) -> int:
+              cold: bool = True, variants: bool = False, shapes: bool = False,
+              anchor: bool = False) -> int:
     if as_json:   # standard output carries the JSON and nothing else
         with _stdout_to_stderr() as out:
-            results = measure_all(config, config_path, cold, variants, shapes=shapes)
+            results = measure_all(config, config_path, cold, variants, shapes=shapes,
+                                  anchor=anchor)
             out.write(json.dumps(results, indent=2) + "\n")
         return 0
     machine = describe_machine()
     print(f"permanent bench, {time.strftime('%Y-%m-%d')}, {machine_line(machine)}", flush=True)
-    _print_results(measure_all(config, config_path, cold, variants, machine, shapes), config)
+    _print_results(measure_all(config, config_path, cold, variants, machine, shapes, anchor),
+                   config)
     return 0
 
 
 def measure_all(config: Config, config_path: Path | None, cold: bool, variants: bool,
-                machine: dict | None = None, shapes: bool = False) -> dict:
+                machine: dict | None = None, shapes: bool = False, anchor: bool = False) -> dict:
     results = {"machine": machine or describe_machine(),   # first: which machine this is
                "date": time.strftime("%Y-%m-%d"),
                "generator": measure_generator(config),
                "display": measure_display(config),
                "hum": measure_hum(config),
                "render": measure_render(config),
-               "startup": [measure_startup(config, config_path, cold=False)]}
+               "startup": [measure_startup(config, config_path, cold=False, restart=True)]}
     if cold:
         # (the first launch converts the model, about half a minute on 2 cores)
         results["startup"].insert(0, measure_startup(config, config_path, cold=True,
@@ -366,6 +396,12 @@ def measure_all(config: Config, config_path: Path | None, cold: bool, variants: 
         from .shapes import measure_shapes
         results["shapes"] = measure_shapes(config)
     g = results["generator"]
+    if anchor:
+        from .anchor import measure_anchor
+        results["anchor"] = measure_anchor(config, g["threads"])
+        if "tokens_per_second" in results["anchor"]:
+            results["anchor"]["ratio"] = round(
+                g["tokens_per_second"] / results["anchor"]["tokens_per_second"], 2)
     # The pace asks for at most tokens_per_second (pauses only lower it).
     headroom = g["tokens_per_second"] / config.pacing.tokens_per_second
     results["verdict"] = {"sustains_pacing": headroom >= 1.0, "headroom": round(headroom, 1)}
@@ -391,7 +427,10 @@ def _print_results(results: dict, config: Config) -> None:
           f"{r['wall_seconds']} s, 1280x720 at 30 fps)")
     for s in results["startup"]:
         hum = "silent (no audio device)" if s["silent"] else f"{s['hum_seconds']} s"
-        print(f"  launch, {s['cache']} cache  hum {hum}, first token {s['first_token_seconds']} s")
+        restart = s.get("restart_to_first_token_seconds")
+        print(f"  launch, {s['cache']} cache  first frame {s['first_frame_seconds']} s, hum {hum}, "
+              f"first token {s['first_token_seconds']} s"
+              + (f"; a killed model's restart to its first token {restart} s" if restart else ""))
     memory = results["startup"][-1]
     print(f"  peak memory       {memory['total_peak_rss_mib']} MiB in all: " +
           ", ".join(f"{k} {v}" for k, v in memory["peak_rss_mib"].items()))
@@ -414,6 +453,12 @@ def _print_results(results: dict, config: Config) -> None:
                   f"loaded in {row['load_seconds']} s ({row['runtime']}, random weights)"))
         print(f"  largest shape     sustaining {s['pacing_tokens_per_second']} tokens/s here: "
               f"{s['largest_sustaining_pacing'] or 'none'}")
+    if "anchor" in results:
+        a = results["anchor"]
+        print(f"  llama.cpp anchor  " + (a["error"] if "error" in a else
+              f"{a['tokens_per_second']} tokens/s ({a['engine']}, the same GGUF"
+              f"{' and voice' if a['voice'] else ''}, {a['threads']} thread"
+              f"{'s' if a['threads'] != 1 else ''}); the piece's loop / llama.cpp = {a['ratio']}"))
     v = results["verdict"]
     print(f"  verdict           {'sustains' if v['sustains_pacing'] else 'does NOT sustain'} "
           f"{config.pacing.tokens_per_second} tokens/s, headroom x{v['headroom']}")

@@ -37,14 +37,23 @@ def unsupported_reason(model) -> str | None:
 
 
 class _Layer:
-    def __init__(self, block, packing: Packing):
+    def __init__(self, qkv, out, gate_up, down, attention_norm, mlp_norm):
+        self.qkv, self.out, self.gate_up, self.down = qkv, out, gate_up, down
+        self.attention_norm, self.mlp_norm = attention_norm, mlp_norm   # RMSNorm weights
+
+    @classmethod
+    def packed_from(cls, block, packing: Packing) -> "_Layer":
         attention, mlp = block.self_attn, block.mlp
-        self.qkv = PackedLinear([attention.q_proj, attention.k_proj, attention.v_proj], packing)
-        self.out = PackedLinear([attention.o_proj], packing)
-        self.gate_up = PackedLinear([mlp.gate_proj, mlp.up_proj], packing)
-        self.down = PackedLinear([mlp.down_proj], packing)
-        self.attention_norm = block.input_layernorm
-        self.mlp_norm = block.post_attention_layernorm
+        return cls(PackedLinear([attention.q_proj, attention.k_proj, attention.v_proj], packing),
+                   PackedLinear([attention.o_proj], packing),
+                   PackedLinear([mlp.gate_proj, mlp.up_proj], packing),
+                   PackedLinear([mlp.down_proj], packing),
+                   block.input_layernorm.weight.detach(),
+                   block.post_attention_layernorm.weight.detach())
+
+
+PACKED = ("qkv", "out", "gate_up", "down")
+MAX_POSITIONS = 32768   # the rotary tables' length, at most: a pass needs a few hundred
 
 
 class CompactLlama:
@@ -52,24 +61,64 @@ class CompactLlama:
 
     def __init__(self, model, packing: Packing = "float"):
         config = model.config
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.eps = config.rms_norm_eps
-        self.embed = model.model.embed_tokens
-        self.layers = [_Layer(block, packing) for block in model.model.layers]
-        self.norm = model.model.norm
-        self.rotary = model.model.rotary_emb
+        self._shape(config.num_attention_heads, config.num_key_value_heads,
+                    getattr(config, "head_dim", None) or
+                    config.hidden_size // config.num_attention_heads, config.rms_norm_eps)
+        self.embed = model.model.embed_tokens.weight.detach()
+        self.layers = [_Layer.packed_from(block, packing) for block in model.model.layers]
+        self.norm = model.model.norm.weight.detach()
         self.head = PackedLinear([model.lm_head], output_packing(packing))
-        self.packed = [m for layer in self.layers
-                       for m in (layer.qkv, layer.out, layer.gate_up, layer.down)] + [self.head]
-        self.dtype = self.embed.weight.dtype
-        self.device = self.embed.weight.device
+        # The model's own rotary module computes the tables once, for every position.
+        positions = min(config.max_position_embeddings or MAX_POSITIONS, MAX_POSITIONS)
+        cos, sin = model.model.rotary_emb(self.embed[:1],
+                                          torch.arange(positions, device=self.embed.device)[None])
+        self.rotary = (cos.detach(), sin.detach())
+        self._start()
+
+    def _shape(self, heads, kv_heads, head_dim, eps):
+        self.heads, self.kv_heads, self.head_dim, self.eps = heads, kv_heads, head_dim, eps
+
+    def _start(self):
+        self.packed = [getattr(layer, name) for layer in self.layers for name in PACKED] + \
+            [self.head]
+        self.dtype = self.embed.dtype
+        self.device = self.embed.device
         self.cache = torch.empty(0)
         self.tokens = torch.empty(0, dtype=torch.long, device=self.device)  # what the cache holds
 
-    def _norm(self, module, x):
-        return F.rms_norm(x, module.weight.shape, module.weight, self.eps)
+    def to_tensors(self) -> tuple[dict, dict]:
+        """Every tensor it holds, and what they are, for `warm_start` to keep on disk."""
+        tensors = {"embed": self.embed, "norm": self.norm, "rotary_cos": self.rotary[0],
+                   "rotary_sin": self.rotary[1]}
+        meta = {"shape": [self.heads, self.kv_heads, self.head_dim, self.eps], "layers": []}
+        for i, layer in enumerate(self.layers):
+            tensors[f"{i}.attention_norm"] = layer.attention_norm
+            tensors[f"{i}.mlp_norm"] = layer.mlp_norm
+            layer_meta = {}
+            for name in PACKED:
+                more, layer_meta[name] = getattr(layer, name).to_tensors(f"{i}.{name}")
+                tensors.update(more)
+            meta["layers"].append(layer_meta)
+        more, meta["head"] = self.head.to_tensors("head")
+        tensors.update(more)
+        return tensors, meta
+
+    @classmethod
+    def from_tensors(cls, tensors: dict, meta: dict) -> "CompactLlama":
+        self = cls.__new__(cls)
+        self._shape(*meta["shape"])
+        self.embed, self.norm = tensors["embed"], tensors["norm"]
+        self.rotary = (tensors["rotary_cos"], tensors["rotary_sin"])
+        self.layers = [_Layer(*(PackedLinear.from_tensors(tensors, f"{i}.{name}", packed[name])
+                                for name in PACKED),
+                              tensors[f"{i}.attention_norm"], tensors[f"{i}.mlp_norm"])
+                       for i, packed in enumerate(meta["layers"])]
+        self.head = PackedLinear.from_tensors(tensors, "head", meta["head"])
+        self._start()
+        return self
+
+    def _norm(self, weight, x):
+        return F.rms_norm(x, weight.shape, weight, self.eps)
 
     @property
     def length(self) -> int:
@@ -81,11 +130,13 @@ class CompactLlama:
         if self.cache.numel() and self.cache.shape[4] >= capacity:
             return
         capacity = -(-capacity // 256) * 256
+        if capacity > self.rotary[0].shape[1]:
+            raise RuntimeError(f"{capacity} positions asked, beyond the model's "
+                               f"{self.rotary[0].shape[1]}; lower text.max_tokens")
         shape = (len(self.layers), 2, 1, self.kv_heads, capacity, self.head_dim)
         self.cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.tokens = self.tokens[:0]
-        positions = torch.arange(capacity, device=self.device)[None]
-        self.cos, self.sin = self.rotary(self.cache, positions)
+        self.cos, self.sin = (table[:, :capacity] for table in self.rotary)
 
     def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1) -> torch.Tensor:
         """Start a new sequence; logits (keep, vocab) for the last `keep` positions.
@@ -114,7 +165,7 @@ class CompactLlama:
         # Position start + i sees the keys up to itself; one new token sees them all.
         mask = None if count == 1 else torch.ones(
             count, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
-        x = self.embed(ids)
+        x = F.embedding(ids, self.embed)
         for layer, cache in zip(self.layers, self.cache):
             qkv = layer.qkv(self._norm(layer.attention_norm, x))
             qkv = qkv.view(1, count, -1, self.head_dim).transpose(1, 2)   # (1, heads, count, dim)

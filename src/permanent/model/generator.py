@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import replace
@@ -13,8 +14,6 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 import torch
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..config import ModelConfig, TextConfig
 from .entropy import entropy_bits
@@ -25,8 +24,9 @@ from .model_store import ModelSource
 from .sampling import TokenSampler
 from .voice_adapter import BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice, read_corpus, resolve_voice
 from ..lifecycle import release_freed_memory
-from . import voice
+from . import voice, warm_start
 
+log = logging.getLogger("permanent.generator")
 class TextGenerator(Protocol):
     label: str
 
@@ -90,6 +90,30 @@ class TransformersGenerator:
         self.device = pick_device(model_settings.device)
         packing = choose_packing(model_settings, source.embedded, self.device)
         dtype = activation_dtype(model_settings, packing)
+        voice_folder = resolve_voice(text.voice, base_dir, source.embedded)
+        self.voice = "none" if voice_folder is None else \
+            "builtin" if voice_folder == BUILTIN_VOICE else str(voice_folder)
+        self.location = Path(source.location)
+        settings = (model_settings.runtime, model_settings.weights, model_settings.dtype,
+                    model_settings.trust_remote_code, packing, str(dtype))
+        self.warm_key = warm_start.warm_key(self.location, voice_folder, repr(settings),
+                                            self.device)
+        self.warm_kept = False
+        if (warm := warm_start.load(self.warm_key, self.location)) is not None:
+            # As the last start left it: no transformers, no packing, no system prompt.
+            self.forward, self.tokenizer, meta = warm
+            self.runtime, self.end_ids = meta["runtime"] + " (warm start)", set(meta["end_ids"])
+            self.vocab_size, self.warm_kept = meta["vocab_size"], True
+        else:
+            self._load(source, model_settings, packing, dtype, voice_folder)
+        self.update_text(text)
+
+    def _load(self, source: ModelSource, model_settings: ModelConfig, packing, dtype,
+              voice_folder) -> None:
+        """The usual way: transformers reads the model, the runtime packs it."""
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         options = dict(local_files_only=True, trust_remote_code=model_settings.trust_remote_code)
         transformers.utils.logging.disable_progress_bar()   # a cached load takes a second
         try:
@@ -102,10 +126,8 @@ class TransformersGenerator:
             raise ModelError(f"cannot load model {source.label!r} from {where}: {e}. "
                              "Set model.name in config.yaml to 'embedded', a local folder, "
                              "or a model id that is already cached.") from None
-        if (voice_folder := resolve_voice(text.voice, base_dir, source.embedded)) is not None:
+        if voice_folder is not None:
             apply_voice(model, voice_folder, merge=packing == "float")
-        self.voice = "none" if voice_folder is None else \
-            "builtin" if voice_folder == BUILTIN_VOICE else str(voice_folder)
         model.to(self.device).eval()
         self.end_ids = self._end_token_ids(model.generation_config)
         self.vocab_size = model.config.vocab_size
@@ -114,7 +136,32 @@ class TransformersGenerator:
         self.forward, self.runtime = open_runtime(model, model_settings, packing)
         del model
         release_freed_memory()
-        self.update_text(text)
+
+    def keep_warm(self) -> None:
+        """Write what this model holds for the next start (once, after a pass has filled
+        the system prompt's keys and values); see `warm_start`."""
+        from .compact_llama import CompactLlama
+
+        if self.warm_kept or self.warm_key is None or not isinstance(
+                self.forward, CompactLlama) or not getattr(self.tokenizer, "chat_template", None):
+            return
+        self.warm_kept = True
+        messages = voice.chat_messages(self.text, self.exemplars)
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                    tokenize=False)
+        meta = dict(location=str(self.location), runtime=self.runtime,
+                    end_ids=sorted(self.end_ids), vocab_size=self.vocab_size,
+                    chat_template=self.tokenizer.chat_template,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                    prompts={warm_start.prompt_key(messages, True): prompt})
+        prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        try:
+            kept = warm_start.save(self.warm_key, self.forward, self.tokenizer, meta, prompt_ids)
+        except OSError as e:   # a full or read-only disk costs the next start time, nothing else
+            log.warning("could not keep a warm start: %s", e)
+            return
+        if kept is not None:
+            log.info("kept a warm start for the next launch in %s", kept)
 
     def update_text(self, text: TextConfig) -> None:
         """Prompt, sampling and pass length for the passes from now on."""

@@ -210,6 +210,8 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
                 min_tokens=min(text.min_tokens, first_pass_tokens)))
         else:
             generator.update_text(text)
+        if pass_id == first_pass_id + 1 and hasattr(generator, "keep_warm"):
+            generator.keep_warm()   # a pass is queued ahead: the screen does not wait for this
         for event in generator.write_pass(pass_id):
             heartbeat.value = time.monotonic()
             while True:

@@ -10,16 +10,26 @@ zero anyway. tests/test_model.py checks the distribution against transformers' o
 from __future__ import annotations
 
 import torch
-from transformers import RepetitionPenaltyLogitsProcessor
 
 from ..config import TextConfig
+
+
+def penalize_repetition(ids: torch.Tensor, logits: torch.Tensor, penalty: float) -> torch.Tensor:
+    """transformers' repetition penalty (CTRL's): each token already in `ids` has its logit
+    divided by `penalty` if positive, multiplied if negative. Written out here so the model
+    process needs no transformers import to start (it took a second); tests/test_runtime.py
+    checks it against transformers' own processor."""
+    if penalty == 1.0:
+        return logits
+    seen = logits.gather(-1, ids)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return logits.scatter(-1, ids, seen)
 
 
 class TokenSampler:
     def __init__(self, text: TextConfig, generator: torch.Generator,
                  avoided_ids: torch.Tensor | None = None):
         self.text = text
-        self.penalty = RepetitionPenaltyLogitsProcessor(text.repetition_penalty)
         self.generator = generator   # the random stream; kept across settings changes
         self.avoided_ids = avoided_ids if text.avoid_strength > 0 else None
 
@@ -28,7 +38,8 @@ class TokenSampler:
         if self.avoided_ids is not None and len(self.avoided_ids):
             logits = logits.clone()
             logits[self.avoided_ids] -= self.text.avoid_strength
-        scores = self.penalty(ids, logits[None])[0] / self.text.temperature
+        scores = penalize_repetition(ids, logits[None], self.text.repetition_penalty)[0]
+        scores = scores / self.text.temperature
         k = min(self.text.top_k or scores.numel(), scores.numel())
         top, tokens = torch.topk(scores, k)
         probabilities = torch.softmax(top, dim=-1)

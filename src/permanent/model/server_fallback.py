@@ -37,6 +37,7 @@ class ServerWithFallback:
         self.text = server.text
         self._backoff = Backoff()
         self._retry_at: Optional[float] = None   # None: the server is in use
+        self._failed_at: Optional[float] = None  # when it last failed, until the stand-in writes
         self._embedded = None
         self._embedded_error: Optional[Exception] = None
         self._loaded = threading.Event()
@@ -70,7 +71,7 @@ class ServerWithFallback:
             self._embedded.update_text(text)
 
     def _server_failed(self, fault: ServerFault) -> None:
-        now = time.monotonic()
+        now = self._failed_at = time.monotonic()
         delay = self._backoff.delay(now)
         self._retry_at = now + delay
         instead = "the embedded model writes" if self.fallback == "embedded" else "the piece waits"
@@ -114,7 +115,12 @@ class ServerWithFallback:
             raise self._embedded_error
         if self._embedded.text != self.text:
             self._embedded.update_text(self.text)
-        yield from self._embedded.write_pass(pass_id)
+        for index, event in enumerate(self._embedded.write_pass(pass_id)):
+            if index == 0 and self._failed_at is not None:
+                log.info("the embedded model wrote its first token %.2f s after the server "
+                         "failed", time.monotonic() - self._failed_at)
+                self._failed_at = None
+            yield event
 
 
 def embedded_fallback_settings(model_settings):

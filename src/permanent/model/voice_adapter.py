@@ -1,10 +1,11 @@
 """A voice: a small LoRA adapter that moves the model toward the piece's way of writing.
 
 The builtin voice ships in the package (about 5 MB), trained by `permanent voice train`
-from the corpus beside it. At load time the adapter is merged into the float weights,
-before they are packed, so the compact decoder and its 4-bit weights run it unchanged.
-The adapter is peft's format (adapter_config.json + adapter_model.safetensors); merging
-is W += (alpha / r) * B @ A per target layer, done here so peft is needed only to train.
+from the corpus beside it. At load time each adapted layer gets its low-rank pair: merged
+into float weights (W += (alpha / r) * B @ A), or run beside packed 4-bit ones, which keeps
+them on their exact grid (see `apply_voice`). The adapter is peft's format
+(adapter_config.json + adapter_model.safetensors), read here so peft is needed only to
+train; `voice_export` writes it for llama.cpp.
 """
 
 from __future__ import annotations

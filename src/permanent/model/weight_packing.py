@@ -142,6 +142,30 @@ class PackedLinear(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, {self.packing}"
 
+    # Kept on disk as held in memory (see `warm_start`): the packed tensors and what they are.
+    _TENSORS = ("weight", "scale", "bias")
+
+    def to_tensors(self, prefix: str) -> tuple[dict, dict]:
+        tensors = {f"{prefix}.{name}": getattr(self, name) for name in self._TENSORS
+                   if getattr(self, name, None) is not None}
+        if self.low_rank is not None:
+            tensors[f"{prefix}.low_rank_a"], tensors[f"{prefix}.low_rank_b"] = self.low_rank
+        meta = dict(packing=self.packing, in_features=self.in_features,
+                    out_features=self.out_features, linears=self.linears, fallback=self.fallback)
+        return tensors, meta
+
+    @classmethod
+    def from_tensors(cls, tensors: dict, prefix: str, meta: dict) -> "PackedLinear":
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        for key, value in meta.items():
+            setattr(layer, key, value)
+        for name in cls._TENSORS:
+            setattr(layer, name, tensors.get(f"{prefix}.{name}"))
+        a = tensors.get(f"{prefix}.low_rank_a")
+        layer.low_rank = None if a is None else (a, tensors[f"{prefix}.low_rank_b"])
+        return layer
+
 
 def _stack_low_rank(layers: list[nn.Linear]):
     """The voices of layers read side by side as one pair: A stacked, B block-diagonal

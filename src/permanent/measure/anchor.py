@@ -1,0 +1,58 @@
+"""The speed anchor: llama.cpp (through llama-cpp-python) writing from the same GGUF file,
+with the same voice, prompt, sampling and threads, on the same machine, in the same run.
+
+llama.cpp computes no entropy of the full distribution; the piece's loop does, at every
+token. The ratio says what that and the rest of the piece's loop cost against a
+well-tuned C++ engine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from ..config import Config
+
+HOW_TO_GET_IT = ("llama-cpp-python is not installed here; get it with "
+                 "CMAKE_ARGS=-DGGML_NATIVE=OFF pip install llama-cpp-python==0.3.36 "
+                 "(it compiles llama.cpp: about 10 minutes on 2 cores), or `make test`, "
+                 "which installs it")
+
+
+def measure_anchor(config: Config, threads: int, passes: int = 3, tokens: int = 200) -> dict:
+    try:
+        import llama_cpp
+    except ImportError:
+        return {"error": HOW_TO_GET_IT}
+    from ..model import voice
+    from ..model.model_store import embedded_gguf, resolve
+    from ..model.voice_adapter import resolve_voice
+    from ..model.voice_export import export_gguf
+
+    source = resolve(config.model, config.base_dir)
+    if not source.embedded:
+        return {"error": "the anchor runs the embedded model's GGUF; model.name is "
+                         f"{config.model.name!r}"}
+    text = config.text
+    with tempfile.TemporaryDirectory() as scratch:
+        lora = None
+        if (folder := resolve_voice(text.voice, config.base_dir, True)) is not None:
+            lora = str(Path(scratch) / "voice.gguf")
+            export_gguf(folder, source.location, Path(lora))
+        llm = llama_cpp.Llama(model_path=str(embedded_gguf()), lora_path=lora,
+                              n_threads=threads, n_ctx=2048, seed=0, verbose=False)
+        messages = voice.chat_messages(text)
+        sampling = dict(temperature=text.temperature, top_p=text.top_p, top_k=text.top_k,
+                        min_p=text.min_p, repeat_penalty=text.repetition_penalty)
+        llm.create_chat_completion(messages, max_tokens=16, **sampling)   # warm-up
+        written, seconds = 0, 0.0
+        for _ in range(passes):
+            started = time.monotonic()
+            reply = llm.create_chat_completion(messages, max_tokens=tokens, **sampling)
+            seconds += time.monotonic() - started
+            written += reply["usage"]["completion_tokens"]
+        del llm
+    return {"engine": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
+            "threads": threads, "voice": lora is not None, "tokens": written,
+            "tokens_per_second": round(written / seconds, 1)}
