@@ -117,15 +117,27 @@ def test_xscreensaver_runs_the_piece_as_a_hack(xvfb_env, saver_install, tmp_path
     while (subprocess.run(["pgrep", "-u", SAVER_USER], capture_output=True).returncode == 0
            and time.monotonic() < gone):   # new one find it and leave
         time.sleep(0.1)
-    daemon = subprocess.Popen(as_saver("xscreensaver", "-no-splash"), env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
-    try:
+    # Twice at most: under a CPU hog, XScreenSaver's daemon has twice exited before answering,
+    # status 1, nothing on stderr (not reproduced in 8 tries by hand). That is the
+    # daemon's start, not the piece: it is started once more, and a second exit fails.
+    for attempt in (1, 2):
+        daemon = subprocess.Popen(as_saver("xscreensaver", "-no-splash"), env=env,
+                                  stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
         deadline = time.monotonic() + 20
         while subprocess.run(as_saver("xscreensaver-command", "-time"), env=env,
                              capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, \
-                f"daemon exit code {daemon.poll()}; its log:\n{log_path.read_text()}"
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                break
             time.sleep(0.2)
+        else:
+            break
+        assert attempt == 1, \
+            f"daemon exit code {daemon.poll()}; its log:\n{log_path.read_text()}"
+        print(f"XScreenSaver's daemon exited before answering (exit code {daemon.poll()}, log "
+              f"{log_path.read_text()!r}); starting it again")
+        daemon.kill()
+        daemon.wait()
+    try:
         subprocess.run(as_saver("xscreensaver-command", "-activate"), env=env, check=True,
                        capture_output=True)
         deadline = time.monotonic() + 20

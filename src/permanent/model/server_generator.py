@@ -124,50 +124,33 @@ class ServerGenerator:
 
     def _pieces(self) -> Iterator[tuple[str, float]]:
         opening = self.choices.choice(whole_sentence_openings(self.text))
-        request = self._request(opening)
-        count, written, pending_bits = 0, "", 0.0
-        shown_opening = False
         try:
-            stream = self.client.chat.completions.create(**request)
+            stream = self.client.chat.completions.create(**self._request(opening))
         except openai.APIError as e:
             raise _fault(e, self.settings) from None
+        count, written, pending_bits = 0, "", 0.0
         with stream:
             try:
                 for chunk in stream:
-                    if not chunk.choices:
-                        continue
-                    choice = chunk.choices[0]
-                    tokens = choice.logprobs.content if choice.logprobs else None
-                    content = choice.delta.content or "" if choice.delta else ""
-                    if not tokens:
-                        if content:
-                            raise ServerFault(_NO_LOGPROBS.format(url=self.url))
-                        if choice.finish_reason:
-                            return
-                        continue
-                    for token in tokens:
-                        alternatives = [t.logprob for t in token.top_logprobs or []]
-                        if not alternatives:
-                            raise ServerFault(_NO_LOGPROBS.format(url=self.url))
-                        pending_bits = max(pending_bits, entropy_from_top_logprobs(alternatives))
-                        count += 1
-                        self.tokens_sampled += 1
-                    if not shown_opening:
+                    content, bits, finished = self._read(chunk)
+                    count += len(bits)
+                    self.tokens_sampled += len(bits)
+                    pending_bits = max([pending_bits, *bits])   # a split character keeps its peak
+                    if bits and not written:
                         # Given, not chosen: the opening's words carry no uncertainty. They
                         # show once the server has answered, so a dead one shows nothing.
-                        shown_opening = True
                         for word in opening.split(" "):
-                            written += ("" if not written else " ") + word
-                            yield ("" if written == word else " ") + word, 0.0
-                        if content and not content[0].isspace() and content[0].isalnum():
-                            content = " " + content
+                            yield (" " if written else "") + word, 0.0
+                            written += (" " if written else "") + word
+                        if content[:1].isalnum():
+                            content = " " + content   # a fresh reply after the opening
                     if content:
                         written += content
                         yield content, pending_bits
                         pending_bits = 0.0
                         if count >= self.text.min_tokens and ends_sentence(written):
                             return
-                    if choice.finish_reason:
+                    if finished:
                         return
                 # A stream that stops without saying why was cut (a proxy, a crash).
                 raise ServerFault(f"the server at {self.url} ended the stream mid-pass "
@@ -180,6 +163,24 @@ class ServerGenerator:
                 # The connection broke mid-stream, or a chunk was not what the API says.
                 raise ServerFault(f"the server at {self.url} broke off mid-pass "
                                   f"({type(e).__name__}: {_short(e)}).") from None
+
+    def _read(self, chunk) -> tuple[str, list[float], bool]:
+        """A chunk's text, the estimated entropy of each token it carries (vLLM may send
+        several at once), and whether it ends the reply."""
+        if not chunk.choices:
+            return "", [], False
+        choice = chunk.choices[0]
+        content = (choice.delta.content or "") if choice.delta else ""
+        tokens = choice.logprobs.content if choice.logprobs else None
+        if content and not tokens:
+            raise ServerFault(_NO_LOGPROBS.format(url=self.url))
+        bits = []
+        for token in tokens or []:
+            alternatives = [t.logprob for t in token.top_logprobs or []]
+            if not alternatives:
+                raise ServerFault(_NO_LOGPROBS.format(url=self.url))
+            bits.append(entropy_from_top_logprobs(alternatives))
+        return content, bits, bool(choice.finish_reason)
 
 
 def whole_sentence_openings(text: TextConfig) -> list[str]:
