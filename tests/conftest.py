@@ -117,7 +117,8 @@ def saver_install(embedded_model):
 
     XScreenSaver will not start hacks as root, and a plain user cannot reach a virtual
     environment under /root; so: a user, a venv from Debian's Python in /opt, a
-    readable copy of the converted model, and this checkout installed into it.
+    cache of its own holding a copy of the converted model, and this checkout installed
+    into it.
     """
     import shutil
 
@@ -142,6 +143,8 @@ def saver_install(embedded_model):
         shutil.copytree(embedded_model.location, target)
     shutil.copy(REPO / "config.yaml", SAVER_HOME / "config.yaml")
     subprocess.run(["chmod", "-R", "o+rX", str(SAVER_HOME)], check=True)
+    # The user's own cache, as at home: the hack keeps its warm start there.
+    subprocess.run(["chown", "-R", SAVER_USER, str(SAVER_HOME / "cache")], check=True)
     return SAVER_HOME
 
 

@@ -13,7 +13,7 @@ from permanent.room.preset import available_presets, load_preset
 from permanent.measure.audio_analysis import mono, peak_hz, read_wav, rms, window
 
 SETTINGS = HumConfig(spin_up_seconds=0.3, spin_down_seconds=0.5, fade_in_seconds=1.0)
-assert SETTINGS.fade_out_seconds <= 0.15   # the default fade-out, the shortest a gallery hears
+assert SETTINGS.fade_out_seconds <= 0.1   # the default fade-out, the shortest a gallery hears
 # (start, entropy bits or None for idle); each plateau lasts 3 s (> 5 time constants).
 SCRIPT = [(0.0, None), (3.0, 1.0), (6.0, 7.0), (9.0, 4.0), (12.0, None)]
 LENGTH, FADE_AT = 16.0, 15.0

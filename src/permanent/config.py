@@ -125,7 +125,7 @@ class HumConfig:
     preset: str = "closet"                 # a file name in sounds/ (without .yaml) or a path
     volume: float = bounded(0.5, ge=0.0, le=1.0)
     fade_in_seconds: float = bounded(3.0, ge=0.05, le=60.0)
-    fade_out_seconds: float = bounded(0.15, ge=0.05, le=10.0)  # SIGTERM: all gone within 0.5 s
+    fade_out_seconds: float = bounded(0.1, ge=0.05, le=10.0)  # SIGTERM: all gone within 0.5 s
     entropy_low_bits: float = bounded(1.0, ge=0.0, le=17.0)    # at or below: fans at their low RPM
     entropy_high_bits: float = bounded(6.0, ge=0.0, le=17.0)   # at or above: fans at their high RPM
     spin_up_seconds: float = bounded(0.7, ge=0.001, le=60.0)   # fan inertia, time constant up
@@ -184,7 +184,7 @@ class ScreensaverConfig:
     audio: bool = True                   # false: a silent screensaver
     volume: float = bounded(0.3, ge=0.0, le=1.0)
     fade_in_seconds: float = bounded(0.8, ge=0.05, le=1.0)    # the hum is there within 1 s
-    fade_out_seconds: float = bounded(0.15, ge=0.05, le=0.3)  # XScreenSaver starts the next hack at once
+    fade_out_seconds: float = bounded(0.1, ge=0.05, le=0.3)  # XScreenSaver starts the next hack at once
     first_pass_tokens: int = bounded(50, ge=1, le=100_000)    # a short first pass
     wake_distance_pixels: int = bounded(12, ge=1, le=10_000)  # standalone: mouse travel that wakes
     wake_grace_seconds: float = bounded(0.6, ge=0.0, le=10.0)  # standalone: input ignored at first
