@@ -20,7 +20,8 @@ from test_piece import Running, sink_inputs
 
 pytestmark = pytest.mark.slow
 
-FAST_PASSES = """\
+# Short passes and a quick page: several passes, and their changes, in a few seconds.
+SHORT_PASSES = """\
 text:
   min_tokens: 25
   max_tokens: 45
@@ -29,6 +30,8 @@ pacing:
   hold_seconds: 1.5
   fade_seconds: 1.5
   gap_seconds: 1
+"""
+FAST_PASSES = SHORT_PASSES + """\
 hum:
   preset: {preset}
   fade_in_seconds: 1.0

@@ -22,6 +22,7 @@ from permanent.room.fans import semitones
 from permanent.room.preset import load_preset
 
 from conftest import REPO
+from test_live_paths import SHORT_PASSES
 from test_piece import Running
 
 pytestmark = pytest.mark.slow
@@ -81,21 +82,9 @@ def server(embedded_model, tmp_path_factory):
     running.kill()
 
 
-def server_config(tmp_path, url, extra="") -> str:
+def server_config(tmp_path, url) -> str:
     config = tmp_path / "config.yaml"
-    config.write_text(f"""\
-model:
-  server_url: {url}
-  server_model: smollm2
-text:
-  min_tokens: 25
-  max_tokens: 45
-pacing:
-  tokens_per_second: 6
-  hold_seconds: 1.5
-  fade_seconds: 1.5
-  gap_seconds: 1
-{extra}""")
+    config.write_text(f"model:\n  server_url: {url}\n  server_model: smollm2\n" + SHORT_PASSES)
     return str(config)
 
 

@@ -272,9 +272,8 @@ def _server_load(args) -> int:
     for count in clients:
         try:
             results.append(server_load(config, count, args.seconds))
-        except ServerFault as e:
-            print(f"server: {config.where('model.server_url')}: {e}", file=sys.stderr)
-            return 1
+        except ServerFault as e:   # reported like any other error, at its line
+            raise ServerFault(f"{config.where('model.server_url')}: {e}") from None
         if not args.json:
             print_load(results[-1])
     if args.json:

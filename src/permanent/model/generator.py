@@ -147,8 +147,7 @@ class TransformersGenerator:
             return
         self.warm_kept = True
         messages = voice.chat_messages(self.text, self.exemplars)
-        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                    tokenize=False)
+        prompt = self.prompt_text()
         meta = dict(location=str(self.location), runtime=self.runtime,
                     end_ids=sorted(self.end_ids), vocab_size=self.vocab_size,
                     chat_template=self.tokenizer.chat_template,
@@ -199,14 +198,16 @@ class TransformersGenerator:
             ends.add(im_end)
         return {e for e in ends if e is not None}
 
-    def prompt_ids(self, opening: str) -> tuple[list[int], list[int]]:
-        messages = voice.chat_messages(self.text, self.exemplars)
+    def prompt_text(self) -> str:
+        """What every pass continues: the chat so far, up to the start of the reply."""
         if getattr(self.tokenizer, "chat_template", None):
-            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                        tokenize=False)
-        else:  # a plain language model: continue a short preface instead
-            prompt = f"{voice.system_prompt(self.text)}\n\n"
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+            return self.tokenizer.apply_chat_template(
+                voice.chat_messages(self.text, self.exemplars), add_generation_prompt=True,
+                tokenize=False)
+        return f"{voice.system_prompt(self.text)}\n\n"   # a plain language model: a preface
+
+    def prompt_ids(self, opening: str) -> tuple[list[int], list[int]]:
+        prompt_ids = self.tokenizer(self.prompt_text(), add_special_tokens=False).input_ids
         opening_ids = self.tokenizer(opening, add_special_tokens=False).input_ids
         return prompt_ids, opening_ids
 
@@ -221,8 +222,7 @@ class TransformersGenerator:
 
     @torch.inference_mode()
     def _pieces(self) -> Iterator[tuple[str, float]]:
-        openings = self.text.openings or voice.OPENINGS
-        opening = self.choices.choice([o for o in openings if o.strip()]).strip()
+        opening = self.choices.choice(voice.openings(self.text))
         prompt_ids, opening_ids = self.prompt_ids(opening)
         ids = torch.tensor([prompt_ids + opening_ids], device=self.device)
         decoder = IncrementalDecoder(self.tokenizer)

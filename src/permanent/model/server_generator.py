@@ -187,7 +187,7 @@ def whole_sentence_openings(text: TextConfig) -> list[str]:
     """The openings that end a sentence. A server that cannot continue the start of a
     reply (llama-cpp-python's) answers after it instead; "When this stops," then reads
     as a broken sentence, "This run began a moment ago." does not."""
-    openings = [o.strip() for o in text.openings or voice.OPENINGS if o.strip()]
+    openings = voice.openings(text)
     return [o for o in openings if ends_sentence(o)] or openings
 
 

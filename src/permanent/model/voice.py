@@ -44,6 +44,11 @@ AVOID = ("you", "your", "yours", "yourself", "we", "us", "our", "love", "heart",
          "journey", "team", "game", "crowd")
 
 
+def openings(text) -> list[str]:
+    """The openings a pass may start from: the config's own, or the piece's."""
+    return [o.strip() for o in text.openings or OPENINGS if o.strip()]
+
+
 def avoided_words(text) -> tuple[str, ...]:
     return tuple(text.avoid) if text.avoid is not None else AVOID
 
