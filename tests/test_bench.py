@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from permanent.measure.anchor import measure_anchor
 from permanent.measure.bench import VARIANTS, measure_generator, measure_variants
 from permanent.config import Config, ModelConfig, TextConfig
 
@@ -29,6 +30,18 @@ def test_generator_is_measured_against_plain_generate(tiny_config):
     assert row["generate_tokens_per_second"] > 0
     assert row["ratio_to_generate"] == pytest.approx(
         row["tokens_per_second"] / row["generate_tokens_per_second"], rel=0.05)
+
+
+def test_the_anchor_runs_llama_cpp_and_the_loop_in_turns():
+    """The embedded model's GGUF and voice through llama.cpp, a pass each in turn with the
+    piece's loop; the ratio is the median of the rounds'."""
+    config = dataclasses.replace(Config(), text=TextConfig(seed=3, min_tokens=20, max_tokens=30))
+    row = measure_anchor(config, rounds=2, tokens=30)
+    assert "error" not in row, row
+    assert row["voice"] and row["rounds"] == 2 and 0 < row["tokens"] <= 60
+    assert row["tokens_per_second"] > 0 and row["piece_tokens_per_second"] > 0
+    low, high = row["ratio_range"]
+    assert 0 < low <= row["ratio"] <= high
 
 
 def test_variants_report_speed_and_how_far_each_moves_the_entropy(tiny_config):

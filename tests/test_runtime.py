@@ -120,6 +120,20 @@ def test_int4_packing_is_exact_for_weights_already_on_a_4_bit_grid():
     assert torch.allclose(packed(x), exact, rtol=0.02, atol=0.02 * exact.abs().mean())
 
 
+def test_two_int4_passes_hold_a_matrix_about_as_closely_as_8_bits():
+    """int4x2, the output matrix's packing beside int4 layers: the second pass keeps what
+    the first rounded away, so the product lands an order of magnitude closer."""
+    torch.manual_seed(2)
+    layer = torch.nn.Linear(4 * INT4_GROUP, 64, bias=False)
+    x = torch.randn(3, 4 * INT4_GROUP)
+    exact = layer(x).detach()
+    error = {packing: float((PackedLinear([layer], packing)(x) - exact).norm() / exact.norm())
+             for packing in ("int4", "int4x2", "int8")}
+    assert PackedLinear([layer], "int4x2").packing == "int4x2"
+    assert error["int4x2"] < error["int4"] / 8
+    assert error["int4x2"] < 2 * error["int8"]
+
+
 @pytest.mark.parametrize("shape, asked, used", [
     ((48, 24), "int4", "int8"),    # 48 inputs: not whole groups of 32
     ((64, 24), "int4", "int8"),    # 24 outputs: not whole tiles of 16
@@ -195,6 +209,23 @@ def test_sampler_draws_from_the_distribution_transformers_would(text):
     sampler = TokenSampler(text, torch.Generator().manual_seed(3))
     draws = torch.cat([sampler(ids, logits) for _ in range(400)]).flatten()
     assert set(draws.tolist()) <= set(tokens.tolist())
+
+
+def test_a_rotary_the_compact_decoder_cannot_turn_runs_through_transformers():
+    """The compact decoder turns each rotary pair with one angle; tables whose halves
+    differ would be turned wrongly, so such a model takes transformers' forward."""
+    model = two_layer_llama(intermediate_size=128)
+    even = model.model.rotary_emb.forward
+
+    def uneven(x, positions):
+        cos, sin = even(x, positions)
+        return cos, sin * torch.linspace(0.5, 1.5, sin.shape[-1])
+
+    model.model.rotary_emb.forward = uneven
+    forward, words = open_runtime(model, ModelConfig(), "float")
+    assert isinstance(forward, TransformersForward)
+    assert words == ("transformers' forward (rotary tables that differ between the halves of "
+                     "a head), float weights, float32")
 
 
 def test_runtime_follows_the_config(embedded_model, tmp_path):

@@ -3,11 +3,14 @@ with the same voice, prompt, sampling and threads, on the same machine, in the s
 
 llama.cpp computes no entropy of the full distribution; the piece's loop does, at every
 token. The ratio says what that and the rest of the piece's loop cost against a
-well-tuned C++ engine.
+well-tuned C++ engine. The two take turns, a pass each, round after round: on a shared
+virtual machine the speed of either drifts by a fifth within minutes, and a ratio of two
+runs minutes apart measured that drift as much as the engines.
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -20,12 +23,15 @@ HOW_TO_GET_IT = ("llama-cpp-python is not installed here; get it with "
                  "which installs it")
 
 
-def measure_anchor(config: Config, threads: int, passes: int = 3, tokens: int = 200) -> dict:
+def measure_anchor(config: Config, rounds: int = 4, tokens: int = 200) -> dict:
     try:
         import llama_cpp
     except ImportError:
         return {"error": HOW_TO_GET_IT}
+    import torch
+
     from ..model import voice
+    from ..model.generator import load_generator
     from ..model.model_store import embedded_gguf, resolve
     from ..model.voice_adapter import resolve_voice
     from ..model.voice_export import export_gguf
@@ -35,6 +41,8 @@ def measure_anchor(config: Config, threads: int, passes: int = 3, tokens: int = 
         return {"error": "the anchor runs the embedded model's GGUF; model.name is "
                          f"{config.model.name!r}"}
     text = config.text
+    piece = load_generator(source, config.model, text, config.base_dir)
+    threads = torch.get_num_threads()   # the piece's, as model.threads chose them
     with tempfile.TemporaryDirectory() as scratch:
         lora = None
         if (folder := resolve_voice(text.voice, config.base_dir, True)) is not None:
@@ -45,14 +53,27 @@ def measure_anchor(config: Config, threads: int, passes: int = 3, tokens: int = 
         messages = voice.chat_messages(text)
         sampling = dict(temperature=text.temperature, top_p=text.top_p, top_k=text.top_k,
                         min_p=text.min_p, repeat_penalty=text.repetition_penalty)
-        llm.create_chat_completion(messages, max_tokens=16, **sampling)   # warm-up
-        written, seconds = 0, 0.0
-        for _ in range(passes):
+        llm.create_chat_completion(messages, max_tokens=16, **sampling)   # warm-ups
+        sum(1 for _ in piece.write_pass(0))
+        counts = {"piece": [0, 0.0], "llama.cpp": [0, 0.0]}   # tokens, seconds
+        ratios = []
+        for round_ in range(1, rounds + 1):
+            piece.tokens_sampled = 0
+            started = time.monotonic()
+            sum(1 for _ in piece.write_pass(round_))
+            ours = (piece.tokens_sampled, time.monotonic() - started)
             started = time.monotonic()
             reply = llm.create_chat_completion(messages, max_tokens=tokens, **sampling)
-            seconds += time.monotonic() - started
-            written += reply["usage"]["completion_tokens"]
+            theirs = (reply["usage"]["completion_tokens"], time.monotonic() - started)
+            for name, (count, seconds) in (("piece", ours), ("llama.cpp", theirs)):
+                counts[name][0] += count
+                counts[name][1] += seconds
+            ratios.append((ours[0] / ours[1]) / (theirs[0] / theirs[1]))
         del llm
     return {"engine": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
-            "threads": threads, "voice": lora is not None, "tokens": written,
-            "tokens_per_second": round(written / seconds, 1)}
+            "threads": threads, "voice": lora is not None, "rounds": rounds,
+            "tokens": counts["llama.cpp"][0],
+            "tokens_per_second": round(counts["llama.cpp"][0] / counts["llama.cpp"][1], 1),
+            "piece_tokens_per_second": round(counts["piece"][0] / counts["piece"][1], 1),
+            "ratio": round(statistics.median(ratios), 2),
+            "ratio_range": [round(min(ratios), 2), round(max(ratios), 2)]}

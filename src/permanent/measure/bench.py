@@ -406,10 +406,7 @@ def measure_all(config: Config, config_path: Path | None, cold: bool, variants: 
     g = results["generator"]
     if anchor:
         from .anchor import measure_anchor
-        results["anchor"] = measure_anchor(config, g["threads"])
-        if "tokens_per_second" in results["anchor"]:
-            results["anchor"]["ratio"] = round(
-                g["tokens_per_second"] / results["anchor"]["tokens_per_second"], 2)
+        results["anchor"] = measure_anchor(config)
     # The pace asks for at most tokens_per_second (pauses only lower it).
     headroom = g["tokens_per_second"] / config.pacing.tokens_per_second
     results["verdict"] = {"sustains_pacing": headroom >= 1.0, "headroom": round(headroom, 1)}
@@ -467,9 +464,12 @@ def _print_results(results: dict, config: Config) -> None:
     if "anchor" in results:
         a = results["anchor"]
         print(f"  llama.cpp anchor  " + (a["error"] if "error" in a else
-              f"{a['tokens_per_second']} tokens/s ({a['engine']}, the same GGUF"
-              f"{' and voice' if a['voice'] else ''}, {a['threads']} thread"
-              f"{'s' if a['threads'] != 1 else ''}); the piece's loop / llama.cpp = {a['ratio']}"))
+              f"{a['tokens_per_second']} tokens/s against the loop's "
+              f"{a['piece_tokens_per_second']}, a pass each in turn, {a['rounds']} rounds "
+              f"({a['engine']}, the same GGUF{' and voice' if a['voice'] else ''}, "
+              f"{a['threads']} thread{'s' if a['threads'] != 1 else ''}); the piece's loop / "
+              f"llama.cpp = {a['ratio']} (median; rounds {a['ratio_range'][0]}-"
+              f"{a['ratio_range'][1]})"))
     v = results["verdict"]
     print(f"  verdict           {'sustains' if v['sustains_pacing'] else 'does NOT sustain'} "
           f"{config.pacing.tokens_per_second} tokens/s, headroom x{v['headroom']}")

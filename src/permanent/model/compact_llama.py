@@ -2,11 +2,17 @@
 
 transformers' forward is general: masks, cache objects and hooks cost about as much as the
 arithmetic when the model is as small as the embedded one. This decoder runs the same
-weights through the same operations in fewer, larger steps: q/k/v and gate/up each packed
-into one matrix (see `weight_packing`), a key/value cache written in place instead of
-concatenated and kept for the prompt the next pass shares, and the rotary tables computed
-once by the model's own rotary module. Its logits match transformers' to float rounding
-(tests/test_runtime.py checks that).
+weights through the same operations in fewer, larger steps, because at one token a step
+every torch call costs a few microseconds whatever its size:
+- q/k/v and gate/up each packed into one matrix (see `weight_packing`);
+- the residual stream held in float32, as llama.cpp holds it, so norms and the voice's
+  products need no conversions; only the kernels' inputs and the key/value cache are in
+  the narrower activation dtype;
+- each rotary pair laid side by side in the q and k rows (the order llama.cpp's GGUF files
+  use), so the rotation is one complex multiplication, in place;
+- a key/value cache written in place instead of concatenated, and kept for the prompt the
+  next pass shares.
+Its logits match transformers' to float rounding (tests/test_runtime.py checks that).
 
 Used for architectures that are this shape (Llama, Qwen2) when model.runtime is auto;
 everything else runs through transformers.
@@ -20,6 +26,10 @@ from torch.nn import functional as F
 from .weight_packing import PackedLinear, Packing, output_packing
 
 SUPPORTED = {"llama", "qwen2"}
+
+
+class Unsupported(ValueError):
+    """This model's shape is one the compact decoder does not run; the words say why."""
 
 
 def unsupported_reason(model) -> str | None:
@@ -42,14 +52,25 @@ class _Layer:
         self.attention_norm, self.mlp_norm = attention_norm, mlp_norm   # RMSNorm weights
 
     @classmethod
-    def packed_from(cls, block, packing: Packing) -> "_Layer":
+    def packed_from(cls, block, packing: Packing, qkv_rows: torch.Tensor) -> "_Layer":
         attention, mlp = block.self_attn, block.mlp
-        return cls(PackedLinear([attention.q_proj, attention.k_proj, attention.v_proj], packing),
+        return cls(PackedLinear([attention.q_proj, attention.k_proj, attention.v_proj], packing,
+                                rows=qkv_rows),
                    PackedLinear([attention.o_proj], packing),
                    PackedLinear([mlp.gate_proj, mlp.up_proj], packing),
                    PackedLinear([mlp.down_proj], packing),
-                   block.input_layernorm.weight.detach(),
-                   block.post_attention_layernorm.weight.detach())
+                   block.input_layernorm.weight.detach().float(),
+                   block.post_attention_layernorm.weight.detach().float())
+
+
+def rotary_pairs_side_by_side(rotated_heads: int, head_dim: int, rows: int) -> torch.Tensor:
+    """The q/k/v row order in which each rotary pair, rows (i, i + head_dim / 2) of a query
+    or key head in transformers' layout, become neighbours; the value rows keep theirs.
+    Queries and keys are reordered alike, so their dot products do not change."""
+    half = head_dim // 2
+    within = torch.stack([torch.arange(half), torch.arange(half) + half], dim=1).flatten()
+    rotated = (torch.arange(rotated_heads)[:, None] * head_dim + within).flatten()
+    return torch.cat([rotated, torch.arange(rotated_heads * head_dim, rows)])
 
 
 PACKED = ("qkv", "out", "gate_up", "down")
@@ -65,14 +86,22 @@ class CompactLlama:
                     getattr(config, "head_dim", None) or
                     config.hidden_size // config.num_attention_heads, config.rms_norm_eps)
         self.embed = model.model.embed_tokens.weight.detach()
-        self.layers = [_Layer.packed_from(block, packing) for block in model.model.layers]
-        self.norm = model.model.norm.weight.detach()
-        self.head = PackedLinear([model.lm_head], output_packing(packing))
-        # The model's own rotary module computes the tables once, for every position.
+        # The model's own rotary module computes the tables once, for every position, in
+        # float32 (it would round them to the activations' dtype).
         positions = min(config.max_position_embeddings or MAX_POSITIONS, MAX_POSITIONS)
-        cos, sin = model.model.rotary_emb(self.embed[:1],
+        cos, sin = model.model.rotary_emb(self.embed[:1].float(),
                                           torch.arange(positions, device=self.embed.device)[None])
-        self.rotary = (cos.detach(), sin.detach())
+        half = self.head_dim // 2
+        if not (torch.equal(cos[..., :half], cos[..., half:]) and
+                torch.equal(sin[..., :half], sin[..., half:])):
+            raise Unsupported("rotary tables that differ between the halves of a head")
+        self.rotary_halves = (cos[0, :, :half].detach(), sin[0, :, :half].detach())
+        qkv_rows = rotary_pairs_side_by_side(
+            self.heads + self.kv_heads, self.head_dim,
+            (self.heads + 2 * self.kv_heads) * self.head_dim)
+        self.layers = [_Layer.packed_from(block, packing, qkv_rows) for block in model.model.layers]
+        self.norm = model.model.norm.weight.detach().float()
+        self.head = PackedLinear([model.lm_head], output_packing(packing))
         self._start()
 
     def _shape(self, heads, kv_heads, head_dim, eps):
@@ -81,15 +110,17 @@ class CompactLlama:
     def _start(self):
         self.packed = [getattr(layer, name) for layer in self.layers for name in PACKED] + \
             [self.head]
-        self.dtype = self.embed.dtype
+        self.dtype = self.embed.dtype   # of the key/value cache and the kernels' inputs
         self.device = self.embed.device
+        # Position p turns pair j by the angle p * theta_j: one complex number per pair.
+        self.rotary = torch.complex(*self.rotary_halves)   # (positions, head_dim / 2)
         self.cache = torch.empty(0)
         self.tokens = torch.empty(0, dtype=torch.long, device=self.device)  # what the cache holds
 
     def to_tensors(self) -> tuple[dict, dict]:
         """Every tensor it holds, and what they are, for `warm_start` to keep on disk."""
-        tensors = {"embed": self.embed, "norm": self.norm, "rotary_cos": self.rotary[0],
-                   "rotary_sin": self.rotary[1]}
+        tensors = {"embed": self.embed, "norm": self.norm, "rotary_cos": self.rotary_halves[0],
+                   "rotary_sin": self.rotary_halves[1]}
         meta = {"shape": [self.heads, self.kv_heads, self.head_dim, self.eps], "layers": []}
         for i, layer in enumerate(self.layers):
             tensors[f"{i}.attention_norm"] = layer.attention_norm
@@ -108,7 +139,7 @@ class CompactLlama:
         self = cls.__new__(cls)
         self._shape(*meta["shape"])
         self.embed, self.norm = tensors["embed"], tensors["norm"]
-        self.rotary = (tensors["rotary_cos"], tensors["rotary_sin"])
+        self.rotary_halves = (tensors["rotary_cos"], tensors["rotary_sin"])
         self.layers = [_Layer(*(PackedLinear.from_tensors(tensors, f"{i}.{name}", packed[name])
                                 for name in PACKED),
                               tensors[f"{i}.attention_norm"], tensors[f"{i}.mlp_norm"])
@@ -118,11 +149,8 @@ class CompactLlama:
         return self
 
     def _norm(self, weight, x):
-        # Llama's RMSNorm as transformers writes it, in float32. torch's fused rms_norm
-        # took 45 us a call on bfloat16 here, 61 calls a token: a tenth of the step.
-        wide = x.float()
-        wide = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight * wide.to(x.dtype)
+        # Llama's RMSNorm in float32, as transformers computes it, in one fused call.
+        return F.rms_norm(x, x.shape[-1:], weight, self.eps)
 
     @property
     def length(self) -> int:
@@ -134,13 +162,12 @@ class CompactLlama:
         if self.cache.numel() and self.cache.shape[4] >= capacity:
             return
         capacity = -(-capacity // 256) * 256
-        if capacity > self.rotary[0].shape[1]:
+        if capacity > self.rotary.shape[0]:
             raise RuntimeError(f"{capacity} positions asked, beyond the model's "
-                               f"{self.rotary[0].shape[1]}; lower text.max_tokens")
+                               f"{self.rotary.shape[0]}; lower text.max_tokens")
         shape = (len(self.layers), 2, 1, self.kv_heads, capacity, self.head_dim)
         self.cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.tokens = self.tokens[:0]
-        self.cos, self.sin = (table[:, :capacity] for table in self.rotary)
 
     def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1) -> torch.Tensor:
         """Start a new sequence; logits (keep, vocab) for the last `keep` positions.
@@ -153,37 +180,38 @@ class CompactLlama:
         same = (self.tokens[:shared] == new[:shared]).long()
         shared = int(same.cumprod(0).sum()) if shared > 0 else 0
         self.tokens = self.tokens[:shared]
-        return self._forward(ids[:, shared:], keep)[0]
+        return self._forward(ids[:, shared:], keep)
 
     def step(self, token_id: torch.Tensor) -> torch.Tensor:
         """Append one token (tensor of shape (1, 1)); logits (vocab,) for the next one."""
         if self.length >= self.cache.shape[4]:
             raise RuntimeError(f"key/value cache full at {self.length} positions")
-        return self._forward(token_id, 1)[0, -1]
+        return self._forward(token_id, 1)[-1]
 
     def _forward(self, ids: torch.Tensor, keep: int) -> torch.Tensor:
+        """Logits (keep, vocab), float32, after reading (1, count) ids."""
         count, start = ids.shape[1], self.length
         end = start + count
-        cos, sin = self.cos[:, None, start:end], self.sin[:, None, start:end]
-        rotated_heads, half = self.heads + self.kv_heads, self.head_dim // 2
+        turns = self.rotary[start:end, None]               # (count, 1, pairs)
+        queries = self.heads * self.head_dim
+        rotated = queries + self.kv_heads * self.head_dim
         # Position start + i sees the keys up to itself; one new token sees them all.
         mask = None if count == 1 else torch.ones(
             count, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
-        x = F.embedding(ids, self.embed)
+        x = F.embedding(ids[0], self.embed).float()         # (count, hidden)
         for layer, cache in zip(self.layers, self.cache):
-            qkv = layer.qkv(self._norm(layer.attention_norm, x))
-            qkv = qkv.view(1, count, -1, self.head_dim).transpose(1, 2)   # (1, heads, count, dim)
-            qk, v = qkv[:, :rotated_heads], qkv[:, rotated_heads:]
-            # Rotary position, queries and keys in one go (transformers' rotate_half layout).
-            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
-            q, k = qk[:, :self.heads], qk[:, self.heads:]
-            cache[0, :, :, start:end] = k
-            cache[1, :, :, start:end] = v
+            qkv = layer.qkv.wide(self._norm(layer.attention_norm, x))
+            # Queries and keys turned in place, every pair one complex multiplication.
+            torch.view_as_complex(qkv[:, :rotated].view(count, -1, self.head_dim // 2, 2)) \
+                .mul_(turns)
+            q = qkv[:, :queries].view(count, self.heads, self.head_dim).transpose(0, 1)
+            cache[:, 0, :, start:end] = qkv[:, queries:].view(
+                count, 2, self.kv_heads, self.head_dim).permute(1, 2, 0, 3)
             attended = F.scaled_dot_product_attention(
-                q, cache[0, :, :, :end], cache[1, :, :, :end], attn_mask=mask,
-                enable_gqa=self.heads != self.kv_heads)
-            x = x + layer.out(attended.transpose(1, 2).reshape(1, count, -1))
-            gate, up = layer.gate_up(self._norm(layer.mlp_norm, x)).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)
+                q[None].to(self.dtype), cache[0, :, :, :end], cache[1, :, :, :end],
+                attn_mask=mask, enable_gqa=self.heads != self.kv_heads)
+            x = layer.out.wide(attended[0].transpose(0, 1).reshape(count, queries), residual=x)
+            gate, up = layer.gate_up.wide(self._norm(layer.mlp_norm, x)).chunk(2, dim=-1)
+            x = layer.down.wide(F.silu(gate).mul_(up), residual=x)
         self.tokens = torch.cat([self.tokens, ids[0]])
-        return self.head(self._norm(self.norm, x[:, -keep:]))
+        return self.head.wide(self._norm(self.norm, x[-keep:]))

@@ -12,7 +12,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .compact_llama import CompactLlama, unsupported_reason
+from .compact_llama import CompactLlama, Unsupported, unsupported_reason
 from ..config import ModelConfig
 from .weight_packing import PackedLinear, Packing, fallback_note, output_packing
 
@@ -70,7 +70,9 @@ def choose_packing(settings: ModelConfig, embedded: bool, device: torch.device) 
 
 def activation_dtype(settings: ModelConfig, packing: Packing) -> torch.dtype:
     """auto: bfloat16 beside packed weights, whose kernels take bf16 anyway (measured a
-    few percent faster, the same KL); float32 otherwise, which a CPU runs fastest."""
+    few percent faster, the same KL); float32 otherwise, which a CPU runs fastest. The
+    compact decoder keeps its residual stream in float32 whatever this says: the dtype
+    is that of the key/value cache and of what the matrices read."""
     if settings.dtype == "auto":
         return torch.bfloat16 if packing != "float" else torch.float32
     return getattr(torch, settings.dtype)
@@ -82,8 +84,11 @@ def open_runtime(model, settings: ModelConfig, packing: Packing) -> tuple[ModelF
         "model.runtime is transformers"
     dtype = str(model.dtype).removeprefix("torch.")
     if reason is None:
-        forward, words = CompactLlama(model, packing), "compact decoder"
-    else:
+        try:
+            forward, words = CompactLlama(model, packing), "compact decoder"
+        except Unsupported as e:
+            reason = str(e)
+    if reason is not None:
         forward, words = TransformersForward(model, packing), f"transformers' forward ({reason})"
     # Layers the kernels could not take are named here, so the model-ready log line and
     # the bench say so: otherwise a packed model that runs partly in float looks exact.

@@ -8,7 +8,9 @@ packed side by side into one matrix, so each costs one kernel call instead of th
 
 int4 keeps a scale and a minimum per group of 32 input weights, exactly the grid of the
 embedded model's GGUF (Q4_1), so re-packing its de-quantized weights loses nothing but
-bf16 rounding. int8 keeps one scale per output row.
+bf16 rounding. int8 keeps one scale per output row. int4x2 is two int4 matrices, the second
+holding what the first rounded away: about 8 bits per weight on a grid of 32, for the
+output matrix, where torch's int4 kernel reads a byte faster than its int8 one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-Packing = Literal["float", "int8", "int4"]
+Packing = Literal["float", "int8", "int4", "int4x2"]
 INT4_GROUP = 32
 # Whether the kernel for (packing, in_features, out_features) works on this CPU: None, or
 # why not. Its result depends on the shape and the CPU, not on the weights.
@@ -29,9 +31,9 @@ def shape_misfit(packing: Packing, in_features: int, out_features: int) -> str |
     """Why the kernel for `packing` cannot take this shape, or None if it can (checked by
     hand on torch 2.13: the int8 kernel segfaults, rather than raising, when the inputs
     are not whole multiples of 16)."""
-    if packing == "int4" and in_features % INT4_GROUP:
+    if packing.startswith("int4") and in_features % INT4_GROUP:
         return f"{in_features} inputs are not whole groups of {INT4_GROUP}"
-    if packing == "int4" and out_features % 16:
+    if packing.startswith("int4") and out_features % 16:
         return f"{out_features} outputs are not whole tiles of 16"
     if packing == "int8" and in_features % 16:
         return f"{in_features} inputs are not whole multiples of 16"
@@ -39,10 +41,11 @@ def shape_misfit(packing: Packing, in_features: int, out_features: int) -> str |
 
 
 def output_packing(packing: Packing) -> Packing:
-    """The output matrix (hidden state -> vocabulary) stays 8-bit beside 4-bit layers: the
-    embedded model's was Q8_0, and in 4 bits it moved the entropy thirty times as far
-    (KL 0.07 against 0.002 bits)."""
-    return "int8" if packing == "int4" else packing
+    """The output matrix (hidden state -> vocabulary) keeps about 8 bits beside 4-bit
+    layers: the embedded model's was Q8_0, and one int4 pass moved the entropy ten times as
+    far as two (KL 0.078 against 0.0006 bits on the corpus; int8 rows: 0.003). Two int4
+    passes read its 28 MB in 5 ms a token here, the int8 kernel in 7."""
+    return "int4x2" if packing == "int4" else packing
 
 
 class PackedLinear(nn.Module):
@@ -50,15 +53,24 @@ class PackedLinear(nn.Module):
 
     A layer carrying a voice (`low_rank` = (A, B), see `voice_adapter.apply_voice`) adds
     x A^T B^T: merged into float weights, or run beside packed ones, so the packed weights
-    stay on their exact grid and the voice is not rounded away."""
+    stay on their exact grid and the voice is not rounded away. It is held as (A^T, B^T),
+    each contiguous: two plain products, the second with the sum folded in (`addmm`).
 
-    def __init__(self, layers: list[nn.Linear], packing: Packing):
+    `rows` reorders the outputs (the compact decoder lays each rotary pair side by side)."""
+
+    def __init__(self, layers: list[nn.Linear], packing: Packing,
+                 rows: torch.Tensor | None = None):
         super().__init__()
         weight = torch.cat([layer.weight.detach() for layer in layers])
-        self.low_rank = _stack_low_rank(layers)
+        low_rank = _stack_low_rank(layers)
         biases = [layer.bias for layer in layers]
         self.bias = torch.cat([b.detach() for b in biases]) if all(
             b is not None for b in biases) else None
+        if rows is not None:
+            weight = weight[rows]
+            low_rank = low_rank and (low_rank[0], low_rank[1][rows])
+            self.bias = None if self.bias is None else self.bias[rows]
+        self.low_rank = low_rank and (low_rank[0].t().contiguous(), low_rank[1].t().contiguous())
         self.out_features, self.in_features = weight.shape
         self.linears = len(layers)   # how many of the model's nn.Linear this one stands for
         # Why it is held wider than asked (None: as asked). Said in the runtime's
@@ -67,20 +79,25 @@ class PackedLinear(nn.Module):
         if packing != "float" and weight.device.type != "cpu":
             packing, self.fallback = "float", "the integer kernels are CPU ones"
         while (misfit := shape_misfit(packing, self.in_features, self.out_features)):
-            packing = "int8" if packing == "int4" else "float"   # the next best that fits
+            packing = "int8" if packing.startswith("int4") else "float"   # the next best that fits
             self.fallback = self.fallback or misfit
         self.packing = packing
         if packing == "float":
             if self.low_rank is not None:
-                a, b = self.low_rank
-                weight = weight + (b @ a).to(weight.device, weight.dtype)
+                a_t, b_t = self.low_rank
+                weight = weight + (a_t @ b_t).t().to(weight.device, weight.dtype)
                 self.low_rank = None
             self.weight = weight
             return
         if packing == "int8":
             self._pack_int8(weight.float())
+        elif packing == "int4":
+            self.weight, self.scale, _ = _pack_int4(weight.float())
         else:
-            self._pack_int4(weight.float())
+            self.weight, self.scale, rounded = _pack_int4(weight.float(), rounded=True)
+            self.residual_weight, self.residual_scale, _ = _pack_int4(
+                rounded.neg_().add_(weight))   # what the first pass rounded away
+            del rounded
         shape = (packing, self.in_features, self.out_features)
         if shape not in _KERNEL_CHECKED:   # once per shape: 12 ms a check, 121 layers
             _KERNEL_CHECKED[shape] = self._kernel_failure(weight)
@@ -94,22 +111,16 @@ class PackedLinear(nn.Module):
         self.weight = (weight / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)
         self.scale = scale.to(torch.bfloat16)
 
-    def _pack_int4(self, weight: torch.Tensor) -> None:
-        groups = weight.reshape(self.out_features, -1, INT4_GROUP)
-        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
-        step = ((high - low) / 15).clamp(min=1e-12)
-        levels = (groups - low[..., None]).div_(step[..., None]).round_().clamp_(0, 15)
-        levels = levels.to(torch.int32).reshape(self.out_features, self.in_features)
-        self.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(levels, 1)
-        # The kernel reads w = (level - 8) * scale + zero, per group, as [groups, out, 2].
-        self.scale = torch.stack([step, low + 8 * step], dim=-1).transpose(0, 1)
-        self.scale = self.scale.contiguous().to(torch.bfloat16)
-
     def _packed_matmul(self, flat: torch.Tensor) -> torch.Tensor:
+        """flat (rows, in) in bfloat16, the one dtype the int4 kernel runs fast (float32
+        took 20 times as long); the product in bfloat16, or float32 for int4x2."""
         if self.packing == "int8":
             return torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale)
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP,
-                                                          self.scale)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP, self.scale)
+        if self.packing == "int4x2":   # summed in float32: bf16 would round the small part away
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                flat, self.residual_weight, INT4_GROUP, self.residual_scale).float().add_(y)
+        return y
 
     def _kernel_failure(self, weight: torch.Tensor) -> str | None:
         """One row through the packed kernel against the float weights: a kernel that
@@ -135,21 +146,36 @@ class PackedLinear(nn.Module):
             y = self._packed_matmul(flat).reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         if self.low_rank is not None:
             # In float32: a CPU ran this rank-8 pair in 9 us, against 42 us in bfloat16.
-            a, b = self.low_rank
-            y = y + nn.functional.linear(nn.functional.linear(x.float(), a), b).to(y.dtype)
+            a_t, b_t = self.low_rank
+            y = y + (x.float() @ a_t @ b_t).to(y.dtype)
         return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def wide(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """residual + x W^T + b in float32, for the compact decoder's float32 stream; x is
+        (rows, in), in float32 or the kernels' own dtype. Fewer steps than `forward`: a
+        token of the embedded model calls this 121 times, and each torch call costs a few
+        microseconds however small its work."""
+        if self.packing == "float":
+            y = nn.functional.linear(x.to(self.weight.dtype), self.weight)
+        else:
+            y = self._packed_matmul(x.to(torch.bfloat16))
+        y = y.float() if residual is None else residual + y   # float32 either way
+        if self.low_rank is not None:
+            a_t, b_t = self.low_rank
+            y = torch.addmm(y, x.float() @ a_t, b_t)
+        return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, {self.packing}"
 
     # Kept on disk as held in memory (see `warm_start`): the packed tensors and what they are.
-    _TENSORS = ("weight", "scale", "bias")
+    _TENSORS = ("weight", "scale", "residual_weight", "residual_scale", "bias")
 
     def to_tensors(self, prefix: str) -> tuple[dict, dict]:
         tensors = {f"{prefix}.{name}": getattr(self, name) for name in self._TENSORS
                    if getattr(self, name, None) is not None}
         if self.low_rank is not None:
-            tensors[f"{prefix}.low_rank_a"], tensors[f"{prefix}.low_rank_b"] = self.low_rank
+            tensors[f"{prefix}.low_rank_at"], tensors[f"{prefix}.low_rank_bt"] = self.low_rank
         meta = dict(packing=self.packing, in_features=self.in_features,
                     out_features=self.out_features, linears=self.linears, fallback=self.fallback)
         return tensors, meta
@@ -162,9 +188,27 @@ class PackedLinear(nn.Module):
             setattr(layer, key, value)
         for name in cls._TENSORS:
             setattr(layer, name, tensors.get(f"{prefix}.{name}"))
-        a = tensors.get(f"{prefix}.low_rank_a")
-        layer.low_rank = None if a is None else (a, tensors[f"{prefix}.low_rank_b"])
+        a_t = tensors.get(f"{prefix}.low_rank_at")
+        layer.low_rank = None if a_t is None else (a_t, tensors[f"{prefix}.low_rank_bt"])
         return layer
+
+
+def _pack_int4(weight: torch.Tensor, rounded: bool = False):
+    """(packed, scales, and if asked what the kernel will read) for a float32 (out, in)
+    matrix: per group of 32 inputs, 16 levels from its minimum to its maximum."""
+    out_features, in_features = weight.shape
+    groups = weight.reshape(out_features, -1, INT4_GROUP)
+    low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+    step = ((high - low) / 15).clamp(min=1e-12)
+    levels = (groups - low[..., None]).div_(step[..., None]).round_().clamp_(0, 15)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+        levels.to(torch.int32).reshape(out_features, in_features), 1)
+    # The kernel reads w = (level - 8) * scale + zero, per group, as [groups, out, 2].
+    scale = torch.stack([step, low + 8 * step], dim=-1).to(torch.bfloat16)
+    if rounded:
+        levels.sub_(8).mul_(scale[..., :1].float()).add_(scale[..., 1:].float())
+    return (packed, scale.transpose(0, 1).contiguous(),
+            levels.reshape(out_features, in_features) if rounded else None)
 
 
 def _stack_low_rank(layers: list[nn.Linear]):
