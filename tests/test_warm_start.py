@@ -67,7 +67,7 @@ print(generator.runtime, "transformers" in sys.modules)
     assert "(warm start) False" in runs[1].stdout, runs[1].stdout
 
 
-def test_what_would_change_the_weights_changes_the_name(embedded_model, tmp_path):
+def test_what_would_change_the_weights_changes_the_name(embedded_model, tmp_path, monkeypatch):
     import torch
 
     cpu = torch.device("cpu")
@@ -78,6 +78,11 @@ def test_what_would_change_the_weights_changes_the_name(embedded_model, tmp_path
     assert warm_start.warm_key(embedded_model.location, None, "int4", cpu) == base
     assert warm_start.warm_key(embedded_model.location, voice, "int4", cpu) != base
     assert warm_start.warm_key(embedded_model.location, None, "int8", cpu) != base
+    # Other kernels (ATEN_CPU_CAPABILITY=avx2 on this CPU) pack weights their own way.
+    other = "AVX2" if torch.backends.cpu.get_cpu_capability() != "AVX2" else "DEFAULT"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: other)
+    assert warm_start.warm_key(embedded_model.location, None, "int4", cpu) != base
+    monkeypatch.undo()
     assert warm_start.warm_key(embedded_model.location, None, "int4",
                                torch.device("cuda")) is None
 

@@ -51,7 +51,10 @@ def warm_key(location: Path, voice_folder: Optional[Path], settings: str,
         return None
     digest = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for part in (FORMAT, torch.__version__, platform.machine(), _cpu_flags(), settings,
+    # The kernels torch runs (ATEN_CPU_CAPABILITY can choose AVX2 on an AVX-512 CPU) pack
+    # weights their own way: the capability is part of the name.
+    for part in (FORMAT, torch.__version__, platform.machine(), _cpu_flags(),
+                 torch.backends.cpu.get_cpu_capability(), settings,
                  *(here.joinpath(name).read_bytes() for name in _CODE)):
         digest.update(part if isinstance(part, bytes) else str(part).encode())
     for folder in (Path(location), voice_folder):
