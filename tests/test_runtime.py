@@ -90,6 +90,14 @@ def test_a_pass_reuses_the_prompt_it_shares_with_the_last_one(embedded):
     expected = CompactLlama(model, "float").prefill(changed, 64, keep=2)
     assert (warm.prefill(changed, 64, keep=2) - expected).abs().max() < 1e-4
     assert computed[-1] == 10 and warm.length == changed.shape[1]
+    # The prompt computed on its own first (prefix) changes nothing but the rounding.
+    whole = CompactLlama(model, "float").prefill(sequence, 64, keep=3)
+    split = CompactLlama(model, "float").prefill(sequence, 64, keep=3, prefix=20)
+    assert split.shape[0] == 3 and (split - whole).abs().max() < 1e-4
+    # A longer pass grows the cache and keeps what it holds (a warm start's system prompt).
+    longer = CompactLlama(model, "float").prefill(sequence, 600, keep=3)
+    assert (warm.prefill(sequence, 600, keep=3) - longer).abs().max() < 1e-4
+    assert computed[-1] == sequence.shape[1] - 10 and warm.cache.shape[4] == 768
 
 
 @torch.inference_mode()

@@ -229,7 +229,8 @@ class TransformersGenerator:
         # The opening is given, not sampled, but the prefill already says how surprising
         # each of its tokens was: the logits at position i predict token i + 1.
         capacity = ids.shape[1] + self.text.max_tokens + 1
-        logits = self.forward.prefill(ids, capacity, keep=len(opening_ids) + 1)
+        logits = self.forward.prefill(ids, capacity, keep=len(opening_ids) + 1,
+                                      prefix=len(prompt_ids))
         opening_bits = entropy_bits(logits[:-1]).tolist()
         logits = logits[-1]
         count, written, pending_bits = 0, "", 0.0

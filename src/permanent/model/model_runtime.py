@@ -20,9 +20,11 @@ from .weight_packing import PackedLinear, Packing, fallback_note, output_packing
 class ModelForward(Protocol):
     packed: list[PackedLinear]   # its packed layers: the description names any that fell back
 
-    def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1) -> torch.Tensor:
+    def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1,
+                prefix: int = 0) -> torch.Tensor:
         """Start a sequence of (1, n) ids, room for `capacity` positions in all; logits
-        (keep, vocab) for its last `keep` positions."""
+        (keep, vocab) for its last `keep` positions. The first `prefix` ids are the part
+        every sequence shares (the prompt)."""
 
     def step(self, token_id: torch.Tensor) -> torch.Tensor:
         """Append one (1, 1) token; logits (vocab,) for the next."""
@@ -39,7 +41,8 @@ class TransformersForward:
         self.cache = None
         self.packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
 
-    def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1) -> torch.Tensor:
+    def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1,
+                prefix: int = 0) -> torch.Tensor:
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=keep)
         self.cache = out.cache
         return out.logits[0]
