@@ -7,7 +7,8 @@ output matrix's 8-bit correction covers the logits near the largest (see
 norms are ones, as before training, and the output matrix is drawn so the logits spread
 with a standard deviation of LOGIT_SPREAD: the largest of 49,152 normal draws lies about
 4 deviations up, so about 1,000 lie within 10 of it, as in the embedded model's writing
-near its 90th percentile (median 333 a token, 90th percentile 1,074). Each shape runs in a process of its own, so its peak memory is its own.
+near its 90th percentile (median 333 a token, 90th percentile 1,074). Each shape runs in
+a process of its own, so its peak memory is its own.
 """
 
 from __future__ import annotations

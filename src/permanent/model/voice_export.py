@@ -28,10 +28,11 @@ _PEFT_KEY = re.compile(r"base_model\.model\.model\.layers\.(\d+)\.(\w+\.\w+)\.lo
 
 def interleave_rotary_halves(rows: np.ndarray, heads: int) -> np.ndarray:
     """Within each head, rows [first half..., second half...] -> [h0, h1, h0, h1, ...],
-    the order llama.cpp's GGUF files hold q and k in."""
-    per_head = rows.shape[0] // heads
-    split = rows.reshape(heads, 2, per_head // 2, *rows.shape[1:])
-    return split.swapaxes(1, 2).reshape(rows.shape)
+    the order llama.cpp's GGUF files hold q and k in, and the compact decoder too."""
+    from .compact_llama import rotary_pairs_side_by_side
+
+    order = rotary_pairs_side_by_side(heads, rows.shape[0] // heads, rows.shape[0])
+    return rows[order.numpy()]
 
 
 def export_gguf(voice_folder: Path, model_folder: Path, out: Path) -> int:
