@@ -103,6 +103,10 @@ def test_the_piece_runs_hums_writes_and_stops_on_sigterm(pulse_env, embedded_mod
         first_at = float(piece.wait_for(r"first token shown, ([\d.]+) s after launch")[1])
         assert hum_at < first_at
         assert alive(hum_pid) and alive(model_pid)
+        # Writing, the model yields to the frames and the hum (it loaded at the piece's own
+        # priority, to wake sooner).
+        assert os.getpriority(os.PRIO_PROCESS, model_pid) == 19
+        assert os.getpriority(os.PRIO_PROCESS, hum_pid) < 19
         deadline = time.monotonic() + 20
         while piece.count(r"shown '") < 10 and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -175,15 +175,17 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
           first_pass_tokens: Optional[int] = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)   # nothing to save: end the moment the piece ends
-    # The model only has to stay ahead of the screen; a frame or an audio buffer that waits
-    # for it is a visible or audible stutter. Lower priority lets those go first.
-    os.nice(MODEL_NICENESS)
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
     from ..errors import PermanentError
 
     try:
         started = time.monotonic()
         generator = _open_generator(config)
+        # Loaded at the piece's own priority: at the lowest, importing torch beside a busy
+        # core took twice as long. Writing only has to stay ahead of the screen; a frame or
+        # an audio buffer that waits for it is a visible or audible stutter, so from here
+        # on those go first.
+        os.nice(MODEL_NICENESS)
         heartbeat.value = time.monotonic()   # loading is not hanging: the clock starts now
         loaded = f"{generator.label} loaded in {time.monotonic() - started:.1f} s"
         status.put(Status("generator", "ready",
