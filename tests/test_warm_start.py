@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -49,6 +51,7 @@ def test_a_warm_start_leaves_transformers_unimported(embedded_model, tmp_path):
     transformers (about 2 s on a 2-core machine)."""
     script = f"""
 import sys
+import time
 from permanent.config import Config
 from permanent.model import warm_start
 from permanent.model.generator import load_generator
@@ -104,6 +107,16 @@ def test_a_torn_file_means_the_usual_load_and_a_new_file(embedded_model, warm_fo
 
 
 def test_only_the_latest_two_are_kept(embedded_model, warm_folder):
+    """... and writes a stop cut short are swept once they are old, not while another
+    piece may still be writing them."""
+    warm_folder.mkdir(parents=True)
+    cut_short = [warm_folder / "tmpa7oes384.part", warm_folder / ".tmpoYFx3u"]
+    writing = warm_folder / ".tmpWr1t1n"
+    for file in (*cut_short, writing):
+        file.write_bytes(b"\0" * 1024)
+    an_hour_ago = time.time() - 3600
+    for file in cut_short:
+        os.utime(file, (an_hour_ago, an_hour_ago))
     config = Config()
     for dtype in ("auto", "bfloat16", "float32"):   # three names for three starts
         settings = dataclasses.replace(config.model, dtype=dtype)
@@ -112,6 +125,7 @@ def test_only_the_latest_two_are_kept(embedded_model, warm_folder):
         generator.keep_warm()
     assert len(list(warm_folder.glob("*.safetensors"))) == 2
     assert len(list(warm_folder.glob("*.json"))) == 2
+    assert not any(file.exists() for file in cut_short) and writing.exists()
 
 
 def test_no_warm_start_for_a_model_on_transformers_own_forward(embedded_model, warm_folder):

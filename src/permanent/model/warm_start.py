@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
@@ -31,6 +32,7 @@ log = logging.getLogger("permanent.generator")
 
 FORMAT = 1
 KEPT = 2
+INTERRUPTED_AFTER = 600   # seconds: a write takes one or two
 _CODE = ("warm_start.py", "compact_llama.py", "weight_packing.py")   # what the file's layout follows
 
 
@@ -175,8 +177,19 @@ def save(key: str, forward, tokenizer, meta: dict, prompt_ids: list[int]) -> Opt
 
 
 def _prune(folder: Path, current: str) -> None:
+    """The latest KEPT files stay; older ones go, and so do writes a stop cut short: the
+    model process is killed the moment the piece ends, and a warm start being written
+    then leaves its temporaries (190 MB for the embedded model) behind. Another piece may
+    be writing its own just now, so only those older than any write are taken."""
     older = sorted((f for f in folder.glob("*.safetensors") if f.stem != current),
                    key=lambda f: f.stat().st_mtime, reverse=True)
     for stale in older[KEPT - 1:]:
         for file in (stale, stale.with_suffix(".json")):
             file.unlink(missing_ok=True)
+    cut_short = [*folder.glob("*.part"), *folder.glob(".tmp*")]   # ours; safetensors' own
+    for file in cut_short:
+        try:
+            if time.time() - file.stat().st_mtime > INTERRUPTED_AFTER:
+                file.unlink()
+        except FileNotFoundError:   # finished or swept by another piece meanwhile
+            pass
