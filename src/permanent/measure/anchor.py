@@ -55,25 +55,22 @@ def measure_anchor(config: Config, rounds: int = 4, tokens: int = 200) -> dict:
                         min_p=text.min_p, repeat_penalty=text.repetition_penalty)
         llm.create_chat_completion(messages, max_tokens=16, **sampling)   # warm-ups
         sum(1 for _ in piece.write_pass(0))
-        counts = {"piece": [0, 0.0], "llama.cpp": [0, 0.0]}   # tokens, seconds
-        ratios = []
+        ours, theirs = [], []   # (tokens, seconds) of each round
         for round_ in range(1, rounds + 1):
             piece.tokens_sampled = 0
             started = time.monotonic()
             sum(1 for _ in piece.write_pass(round_))
-            ours = (piece.tokens_sampled, time.monotonic() - started)
+            ours.append((piece.tokens_sampled, time.monotonic() - started))
             started = time.monotonic()
             reply = llm.create_chat_completion(messages, max_tokens=tokens, **sampling)
-            theirs = (reply["usage"]["completion_tokens"], time.monotonic() - started)
-            for name, (count, seconds) in (("piece", ours), ("llama.cpp", theirs)):
-                counts[name][0] += count
-                counts[name][1] += seconds
-            ratios.append((ours[0] / ours[1]) / (theirs[0] / theirs[1]))
+            theirs.append((reply["usage"]["completion_tokens"], time.monotonic() - started))
         del llm
+    rate = lambda turns: sum(n for n, _ in turns) / sum(s for _, s in turns)
+    ratios = [rate([a]) / rate([b]) for a, b in zip(ours, theirs)]
     return {"engine": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
             "threads": threads, "voice": lora is not None, "rounds": rounds,
-            "tokens": counts["llama.cpp"][0],
-            "tokens_per_second": round(counts["llama.cpp"][0] / counts["llama.cpp"][1], 1),
-            "piece_tokens_per_second": round(counts["piece"][0] / counts["piece"][1], 1),
+            "tokens": sum(n for n, _ in theirs),
+            "tokens_per_second": round(rate(theirs), 1),
+            "piece_tokens_per_second": round(rate(ours), 1),
             "ratio": round(statistics.median(ratios), 2),
             "ratio_range": [round(min(ratios), 2), round(max(ratios), 2)]}
