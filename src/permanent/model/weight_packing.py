@@ -202,7 +202,7 @@ def _pack_int4(weight: torch.Tensor, residual_int8: bool = False):
     packed, scales, residuals = [], [], []
     for rows in weight.split(PACK_ROWS):
         rows = rows.float()
-        block, scale, rounded = _pack_int4_rows(rows)
+        block, scale, rounded = _pack_int4_rows(rows, residual_int8)
         packed.append(block)
         scales.append(scale)
         if residual_int8:
@@ -220,8 +220,9 @@ def _pack_int8(weight: torch.Tensor):
     return levels, scale.to(torch.bfloat16)
 
 
-def _pack_int4_rows(weight: torch.Tensor):
-    """(packed, scales as the kernel reads them, the weights they stand for)."""
+def _pack_int4_rows(weight: torch.Tensor, rounded: bool):
+    """(packed, scales as the kernel reads them, and if `rounded` the weights they stand
+    for, else None: only the output matrix's correction needs them)."""
     out_features, in_features = weight.shape
     groups = weight.reshape(out_features, -1, INT4_GROUP)
     low, high = groups.amin(dim=-1), groups.amax(dim=-1)
@@ -231,8 +232,10 @@ def _pack_int4_rows(weight: torch.Tensor):
         levels.to(torch.int32).reshape(out_features, in_features), 1)
     # The kernel reads w = (level - 8) * scale + zero, per group, as [groups, out, 2].
     scale = torch.stack([step, low + 8 * step], dim=-1).to(torch.bfloat16)
-    rounded = levels.sub_(8).mul_(scale[..., :1].float()).add_(scale[..., 1:].float())
-    return packed, scale.transpose(0, 1), rounded.reshape(out_features, in_features)
+    if not rounded:
+        return packed, scale.transpose(0, 1), None
+    weights = levels.sub_(8).mul_(scale[..., :1].float()).add_(scale[..., 1:].float())
+    return packed, scale.transpose(0, 1), weights.reshape(out_features, in_features)
 
 
 def _stack_low_rank(layers: list[nn.Linear]):
