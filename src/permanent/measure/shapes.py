@@ -32,34 +32,39 @@ SHAPES = {   # SmolLM2's published configurations
 }
 
 
-def _one_shape(name: str, tokenizer_dir: str, config: Config, tokens: int, out: mp.Queue):
+def write_random_shape(name: str, tokenizer_dir: str, folder: str) -> None:
+    """A Llama model of SHAPES[name] with random bf16 weights, saved to `folder` with the
+    embedded model's tokenizer, ready for `load_generator`."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    torch.manual_seed(0)
+    shape = LlamaConfig(vocab_size=49152, max_position_embeddings=8192,
+                        rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1,
+                        eos_token_id=2, **SHAPES[name])
+    with torch.device("meta"):
+        model = LlamaForCausalLM(shape)
+    # Random bf16 weights without first making float32 ones: half the peak memory.
+    model = model.to_empty(device="cpu").to(torch.bfloat16)
+    for key, tensor in model.state_dict().items():
+        if key.endswith("norm.weight"):
+            tensor.fill_(1.0)
+        else:
+            tensor.normal_(0, 0.02)
+    # The output matrix is the embeddings, as in SmolLM2. A normed hidden state has
+    # length sqrt(hidden): this spread makes the logits' standard deviation LOGIT_SPREAD.
+    model.model.embed_tokens.weight.data.normal_(0, LOGIT_SPREAD / shape.hidden_size ** 0.5)
+    model.tie_weights()
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+
+
+def _one_shape(name: str, tokenizer_dir: str, config: Config, tokens: int, out: mp.Queue):
     from ..model.generator import load_generator
     from ..model.model_store import resolve
 
     with tempfile.TemporaryDirectory(prefix=f"permanent-{name}-") as folder:
-        torch.manual_seed(0)
-        shape = LlamaConfig(vocab_size=49152, max_position_embeddings=8192,
-                            rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1,
-                            eos_token_id=2, **SHAPES[name])
-        with torch.device("meta"):
-            model = LlamaForCausalLM(shape)
-        # Random bf16 weights without first making float32 ones: half the peak memory.
-        model = model.to_empty(device="cpu").to(torch.bfloat16)
-        for key, tensor in model.state_dict().items():
-            if key.endswith("norm.weight"):
-                tensor.fill_(1.0)
-            else:
-                tensor.normal_(0, 0.02)
-        # The output matrix is the embeddings, as in SmolLM2. A normed hidden state has
-        # length sqrt(hidden): this spread makes the logits' standard deviation LOGIT_SPREAD.
-        model.model.embed_tokens.weight.data.normal_(0, LOGIT_SPREAD / shape.hidden_size ** 0.5)
-        model.tie_weights()
-        model.save_pretrained(folder)
-        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
-        del model
+        write_random_shape(name, tokenizer_dir, folder)
         settings = dataclasses.replace(config.model, name=folder, weights="int4", dtype="auto")
         text = dataclasses.replace(config.text, voice="none", seed=1, min_tokens=tokens,
                                    max_tokens=tokens)
