@@ -15,15 +15,15 @@ from ..config import TextConfig
 
 
 def penalize_repetition(ids: torch.Tensor, logits: torch.Tensor, penalty: float) -> torch.Tensor:
-    """transformers' repetition penalty (CTRL's): each token already in `ids` has its logit
-    divided by `penalty` if positive, multiplied if negative. Written out here so the model
-    process needs no transformers import to start (it took a second); tests/test_runtime.py
-    checks it against transformers' own processor."""
+    """transformers' repetition penalty (CTRL's), in place: each token already in `ids`
+    has its logit divided by `penalty` if positive, multiplied if negative. Written out
+    here so the model process needs no transformers import to start (it took a second);
+    tests/test_runtime.py checks it against transformers' own processor."""
     if penalty == 1.0:
         return logits
     seen = logits.gather(-1, ids)
     seen = torch.where(seen < 0, seen * penalty, seen / penalty)
-    return logits.scatter(-1, ids, seen)
+    return logits.scatter_(-1, ids, seen)
 
 
 class TokenSampler:
@@ -35,14 +35,15 @@ class TokenSampler:
 
     def candidates(self, ids: torch.Tensor, logits: torch.Tensor):
         """(token ids, probabilities) of every token that can be drawn, likeliest first."""
+        # One copy of the 49,152 logits, changed in place; the temperature, which keeps
+        # their order, divides only the k that are kept (a full-vocabulary pass less).
+        scores = logits.clone()
         if self.avoided_ids is not None and len(self.avoided_ids):
-            logits = logits.clone()
-            logits[self.avoided_ids] -= self.text.avoid_strength
-        scores = penalize_repetition(ids, logits[None], self.text.repetition_penalty)[0]
-        scores = scores / self.text.temperature
+            scores[self.avoided_ids] -= self.text.avoid_strength
+        penalize_repetition(ids, scores[None], self.text.repetition_penalty)
         k = min(self.text.top_k or scores.numel(), scores.numel())
         top, tokens = torch.topk(scores, k)
-        probabilities = torch.softmax(top, dim=-1)
+        probabilities = torch.softmax(top / self.text.temperature, dim=-1)
         if self.text.top_p < 1.0:
             # Keep the likeliest tokens until they reach top_p; the first always stays.
             before = probabilities.cumsum(dim=-1) - probabilities
