@@ -285,3 +285,29 @@ def test_avoided_words_are_made_unlikely_but_never_touch_the_entropy():
                        torch.Generator(),
                        torch.tensor([7])).candidates(ids, logits)[0]
     assert off[0] == 7                             # strength 0: no bias at all
+
+
+@torch.inference_mode()
+def test_a_pass_that_opens_as_an_earlier_one_did_skips_its_prefill(embedded_model, monkeypatch):
+    """Past the prompt, an opening read before is restored, not computed, and the passes
+    are token for token those written with every opening computed."""
+    from permanent.model import compact_llama
+
+    def passes(kept):
+        monkeypatch.setattr(compact_llama, "OPENINGS_KEPT", kept)
+        text = TextConfig(seed=4, min_tokens=12, max_tokens=24,
+                          openings=["The fans.", "A disk wakes.", "The fans."])
+        generator = load_generator(embedded_model, ModelConfig(), text)
+        calls, forward = [], generator.forward._forward
+        generator.forward._forward = lambda ids, keep: calls.append(keep) or forward(ids, keep)
+        written = []
+        for pass_id in range(6):
+            events = list(generator.write_pass(pass_id))
+            written.append(("".join(e.text for e in events), [e.entropy_bits for e in events]))
+        return written, len(calls)
+
+    kept, calls_kept = passes(16)
+    computed, calls_computed = passes(0)
+    assert kept == computed
+    # Six passes, at most two openings: four or more of them skip their prefill.
+    assert calls_kept <= calls_computed - 4

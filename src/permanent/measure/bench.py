@@ -41,6 +41,7 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
     generator = load_generator(source, config.model, config.text, config.base_dir)
     loaded = time.monotonic() - started
     sum(1 for _ in generator.write_pass(0))   # warm-up
+    generator.prefill_openings()
     generator.keep_warm()   # so the warm launch below starts as a gallery's second start does
     generator.tokens_sampled = 0
     seconds = cpu = 0.0

@@ -20,6 +20,8 @@ everything else runs through transformers.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch.nn import functional as F
 
@@ -75,6 +77,7 @@ def rotary_pairs_side_by_side(rotated_heads: int, head_dim: int, rows: int) -> t
 
 PACKED = ("qkv", "out", "gate_up", "down")
 MAX_POSITIONS = 32768   # the rotary tables' length, at most: a pass needs a few hundred
+OPENINGS_KEPT = 16      # prefills remembered past the prompt (the piece has 14 openings)
 
 
 class CompactLlama:
@@ -116,6 +119,8 @@ class CompactLlama:
         self.rotary = torch.complex(*self.rotary_halves)   # (positions, head_dim / 2)
         self.cache = torch.empty(0)
         self.tokens = torch.empty(0, dtype=torch.long, device=self.device)  # what the cache holds
+        # (all ids, keep) -> (keys and values past the prompt, logits): see `prefill`.
+        self.openings: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def to_tensors(self) -> tuple[dict, dict]:
         """Every tensor it holds, and what they are, for `warm_start` to keep on disk."""
@@ -186,10 +191,29 @@ class CompactLlama:
         shared = int(same.cumprod(0).sum()) if shared > 0 else 0
         self.tokens = self.tokens[:shared]
         prefix = min(prefix, new.numel() - keep)   # the rows asked for are computed below
+        if shared != prefix or prefix == 0:
+            self.openings.clear()   # what they were computed against is about to change
         if shared < prefix:
             self._forward(ids[:, shared:prefix], 1)
             shared = prefix
-        return self._forward(ids[:, shared:], keep)
+        if shared > prefix or prefix == 0:
+            return self._forward(ids[:, shared:], keep)
+        # Past a prompt that stays as it was computed, the same opening reads the same
+        # keys and values and gives the same logits: kept, a pass that begins as an
+        # earlier one did skips its prefill (some 60 ms for the embedded model's 8 opening
+        # rows, three steps' time: the 4-bit kernel reads rows almost one at a time).
+        key = (tuple(new.tolist()), keep)
+        if (kept := self.openings.get(key)) is not None:
+            self.openings.move_to_end(key)
+            keys_values, logits = kept
+            self.cache[:, :, :, :, shared:new.numel()] = keys_values
+            self.tokens = new.clone()
+            return logits.clone()
+        logits = self._forward(ids[:, shared:], keep)
+        self.openings[key] = (self.cache[:, :, :, :, shared:new.numel()].clone(), logits.clone())
+        while len(self.openings) > OPENINGS_KEPT:
+            self.openings.popitem(last=False)
+        return logits
 
     def step(self, token_id: torch.Tensor) -> torch.Tensor:
         """Append one token (tensor of shape (1, 1)); logits (vocab,) for the next one."""
