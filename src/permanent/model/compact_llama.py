@@ -11,7 +11,7 @@ every torch call costs a few microseconds whatever its size:
 - each rotary pair laid side by side in the q and k rows (the order llama.cpp's GGUF files
   use), so the rotation is one complex multiplication, in place;
 - a key/value cache written in place instead of concatenated, and kept for the prompt the
-  next pass shares.
+  next pass shares; each opening's rows past the prompt are kept too.
 Its logits match transformers' to float rounding (tests/test_runtime.py checks that).
 
 Used for architectures that are this shape (Llama, Qwen2) when model.runtime is auto;
