@@ -51,7 +51,6 @@ def test_a_warm_start_leaves_transformers_unimported(embedded_model, tmp_path):
     transformers (about 2 s on a 2-core machine)."""
     script = f"""
 import sys
-import time
 from permanent.config import Config
 from permanent.model import warm_start
 from permanent.model.generator import load_generator
