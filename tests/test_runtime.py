@@ -100,11 +100,25 @@ def test_a_pass_reuses_the_prompt_it_shares_with_the_last_one(embedded):
     assert computed[-1] == sequence.shape[1] - 10 and warm.cache.shape[4] == 768
 
 
+@pytest.fixture
+def torch_threads():
+    """Sets torch's thread count for one test (the int4 kernel used follows it)."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads, int4_kernel", [(1, "own"), (2, "torch")])
 @torch.inference_mode()
-def test_packed_weights_barely_move_the_embedded_models_entropy(embedded):
-    """int4 restores the model's own 4-bit grid; int8 rounds each row to 255 levels."""
+def test_packed_weights_barely_move_the_embedded_models_entropy(embedded, torch_threads,
+                                                                threads, int4_kernel):
+    """int4 restores the model's own 4-bit grid, on either kernel (the project's rounds
+    each input to 8 bits per block of 32, torch's to bfloat16); int8 rounds each row of
+    weights to 255 levels."""
     model, ids = embedded
+    torch_threads(threads)
     reference = reference_logits(model, ids)
+    assert CompactLlama(model, "int4").head.kernel == int4_kernel
     for packing, kl_limit, shift_limit in [("int4", 0.02, 0.1), ("int8", 0.04, 0.2)]:
         packed = compact_logits(model, ids, packing)
         assert kl_bits(reference, packed).mean() < kl_limit, packing
@@ -188,14 +202,15 @@ def two_layer_llama(intermediate_size: int):
                                         num_attention_heads=4, num_key_value_heads=2)).eval()
 
 
-def test_layers_of_a_shape_the_kernels_cannot_take_are_counted():
+def test_layers_of_a_shape_the_kernels_cannot_take_are_counted(torch_threads):
     model = two_layer_llama(intermediate_size=48)
+    torch_threads(1)
     _, words = open_runtime(model, ModelConfig(), "int4")
     # down_proj reads 48 inputs: int8 rather than int4; gate/up (96 outputs) and the rest fit.
-    assert words == ("compact decoder, int4 weights (2 of 15 layers kept in int8: 48 inputs "
-                     "are not whole groups of 32), float32")
+    assert words == ("compact decoder, int4 weights (the project's int4 kernel; 2 of 15 layers "
+                     "kept in int8: 48 inputs are not whole groups of 32), float32")
     plain, words = open_runtime(model, ModelConfig(runtime="transformers"), "int4")
-    assert "(2 of 15 layers kept in int8: 48 inputs are not whole groups of 32)" in words
+    assert "; 2 of 15 layers kept in int8: 48 inputs are not whole groups of 32)" in words
     assert len(plain.packed) == 15
 
 
@@ -243,8 +258,12 @@ def test_a_rotary_the_compact_decoder_cannot_turn_runs_through_transformers():
 
 
 def test_runtime_follows_the_config(embedded_model, tmp_path):
-    embedded = load_generator(embedded_model, ModelConfig(), TextConfig())
-    assert embedded.runtime.removesuffix(" (warm start)") == "compact decoder, int4 weights, bfloat16"
+    embedded = load_generator(embedded_model, ModelConfig(threads=1), TextConfig())
+    assert embedded.runtime.removesuffix(" (warm start)") == \
+        "compact decoder, int4 weights (the project's int4 kernel), bfloat16"
+    on_two = load_generator(embedded_model, ModelConfig(threads=2), TextConfig())
+    assert on_two.runtime.removesuffix(" (warm start)") == ("compact decoder, int4 weights "
+        "(torch's int4 kernel: torch runs on 2 threads and this kernel on one), bfloat16")
     plain = load_generator(embedded_model, ModelConfig(runtime="transformers", weights="float"),
                            TextConfig())
     assert plain.runtime.startswith("transformers' forward (model.runtime is transformers)")

@@ -24,7 +24,7 @@ from .model_store import ModelSource
 from .sampling import TokenSampler
 from .voice_adapter import BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice, read_corpus, resolve_voice
 from ..lifecycle import release_freed_memory
-from . import voice, warm_start
+from . import int4_kernel, voice, warm_start
 
 log = logging.getLogger("permanent.generator")
 class TextGenerator(Protocol):
@@ -94,8 +94,11 @@ class TransformersGenerator:
         self.voice = "none" if voice_folder is None else \
             "builtin" if voice_folder == BUILTIN_VOICE else str(voice_folder)
         self.location = Path(source.location)
+        # The int4 kernel decides the packed layout: where it could run here and now can't
+        # (threads, compiler), a file written for it must not be read.
         settings = (model_settings.runtime, model_settings.weights, model_settings.dtype,
-                    model_settings.trust_remote_code, packing, str(dtype))
+                    model_settings.trust_remote_code, packing, str(dtype),
+                    packing == "int4" and int4_kernel.unavailable(int4_kernel.PAIR))
         self.warm_key = warm_start.warm_key(self.location, voice_folder, repr(settings),
                                             self.device)
         self.warm_kept = False

@@ -14,7 +14,7 @@ from torch import nn
 
 from .compact_llama import CompactLlama, Unsupported, unsupported_reason
 from ..config import ModelConfig
-from .weight_packing import PackedLinear, Packing, fallback_note, output_packing
+from .weight_packing import PackedLinear, Packing, fallback_note, kernel_note, output_packing
 
 
 class ModelForward(Protocol):
@@ -95,5 +95,6 @@ def open_runtime(model, settings: ModelConfig, packing: Packing) -> tuple[ModelF
         forward, words = TransformersForward(model, packing), f"transformers' forward ({reason})"
     # Layers the kernels could not take are named here, so the model-ready log line and
     # the bench say so: otherwise a packed model that runs partly in float looks exact.
-    note = fallback_note(forward.packed)
-    return forward, f"{words}, {packing} weights{f' ({note})' if note else ''}, {dtype}"
+    notes = "; ".join(note for note in (kernel_note(forward.packed),
+                                        fallback_note(forward.packed)) if note)
+    return forward, f"{words}, {packing} weights{f' ({notes})' if notes else ''}, {dtype}"

@@ -8,7 +8,9 @@ packed side by side into one matrix, so each costs one kernel call instead of th
 
 int4 keeps a scale and a minimum per group of 32 input weights, exactly the grid of the
 embedded model's GGUF (Q4_1), so re-packing its de-quantized weights loses nothing but
-bf16 rounding. int8 keeps one scale per output row.
+rounding. int8 keeps one scale per output row. Where it can, int4 runs on the project's
+own kernel (`int4_kernel`: integer products, as llama.cpp multiplies, on inputs held
+to about 15 bits; float32 scales), else on torch's (bfloat16 inputs and scales).
 
 int4+int8 is for the output matrix (hidden state -> vocabulary): int4, and beside it what
 int4 rounded away, in int8 rows, added only to the logits within NEAR_LOGITS of the
@@ -25,13 +27,15 @@ from typing import Literal
 import torch
 from torch import nn
 
+from . import int4_kernel
+
 Packing = Literal["float", "int8", "int4", "int4+int8"]
 INT4_GROUP = 32
 NEAR_LOGITS = 10.0   # int4+int8: outputs this close to the largest get the 8-bit correction
 NEAR_SHARE = 2       # ... but at most one in this many: the likeliest, when more are near
-# Whether the kernel for (packing, in_features, out_features) works on this CPU: None, or
-# why not. Its result depends on the shape and the CPU, not on the weights.
-_KERNEL_CHECKED: dict[tuple[str, int, int], str | None] = {}
+# Whether the kernel for (packing, kernel, in_features, out_features) works on this CPU:
+# None, or why not. Its result depends on the shape and the CPU, not on the weights.
+_KERNEL_CHECKED: dict[tuple[str, str, int, int], str | None] = {}
 
 
 def shape_misfit(packing: Packing, in_features: int, out_features: int) -> str | None:
@@ -83,6 +87,8 @@ class PackedLinear(nn.Module):
         # Why it is held wider than asked (None: as asked). Said in the runtime's
         # description: a packed model that silently runs in float measures as exact.
         self.fallback: str | None = None
+        # int4 only: "own" (int4_kernel) or "torch", and why not the own one (None: it is).
+        self.kernel, self.kernel_note = "torch", None
         if packing != "float" and weight.device.type != "cpu":
             packing, self.fallback = "float", "the integer kernels are CPU ones"
         while (misfit := shape_misfit(packing, self.in_features, self.out_features)):
@@ -99,21 +105,33 @@ class PackedLinear(nn.Module):
         if packing == "int8":
             self.weight, self.scale = _pack_int8(weight.float())
         else:
-            self.weight, self.scale, residual = _pack_int4(weight, packing == "int4+int8")
+            self.kernel_note = int4_kernel.unavailable(self.in_features)
+            self.kernel = "torch" if self.kernel_note else "own"
+            self.weight, self.scale, residual = _pack_int4(
+                weight, packing == "int4+int8", self.kernel == "own")
             if residual is not None:
                 self.residual_weight, self.residual_scale = residual
-        shape = (packing, self.in_features, self.out_features)
+        shape = (packing, self.kernel, self.in_features, self.out_features)
         if shape not in _KERNEL_CHECKED:   # once per shape: 12 ms a check, 121 layers
             _KERNEL_CHECKED[shape] = self._kernel_failure(weight)
         if (failure := _KERNEL_CHECKED[shape]) is not None:
             self.packing, self.weight, self.fallback = "float", weight, failure
 
-    def _packed_matmul(self, flat: torch.Tensor) -> torch.Tensor:
-        """flat (rows, in) in bfloat16, the one dtype the int4 kernel runs fast (float32
-        took 20 times as long); the product in bfloat16, or float32 for int4+int8."""
+    def _packed_matmul(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """(x W^T, or residual + x W^T in float32 where the kernel adds it as it writes;
+        whether it did). x (rows, in) in float32 or bfloat16; the product in bfloat16, or
+        float32 from the project's kernel and for int4+int8. torch's kernels take x in
+        bfloat16, the one dtype their int4 runs fast (float32 took 20 times as long)."""
+        if self.kernel == "own" and self.packing == "int4":
+            return int4_kernel.linear(x, self.weight, self.scale, residual), residual is not None
+        if self.kernel == "own":
+            y = int4_kernel.linear(x, self.weight, self.scale)
+        flat = x.to(torch.bfloat16)
         if self.packing == "int8":
-            return torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale)
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP, self.scale)
+            return torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale), False
+        if self.kernel != "own":
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP,
+                                                           self.scale)
         if self.packing == "int4+int8":   # in float32: bf16 would round the correction away
             y = y.float()
             near = (y >= y.amax(-1, keepdim=True) - NEAR_LOGITS).any(0).nonzero()[:, 0]
@@ -123,14 +141,14 @@ class PackedLinear(nn.Module):
             y.index_add_(-1, near, torch.ops.aten._weight_int8pack_mm(
                 flat, self.residual_weight.index_select(0, near),
                 self.residual_scale.index_select(0, near)).float())
-        return y
+        return y, False
 
     def _kernel_failure(self, weight: torch.Tensor) -> str | None:
         """One row through the packed kernel against the float weights: a kernel that
         raises on this CPU, or computes something else, is a reason to stay in float."""
         probe = torch.randn(1, self.in_features, generator=torch.Generator().manual_seed(0))
         try:
-            packed = self._packed_matmul(probe.to(torch.bfloat16)).float()
+            packed = self._packed_matmul(probe)[0].float()
         except RuntimeError as e:
             return f"the {self.packing} kernel failed here: {str(e).splitlines()[0]}"
         exact = nn.functional.linear(probe.to(weight.dtype), weight).float()
@@ -155,7 +173,8 @@ class PackedLinear(nn.Module):
         if self.packing == "float":
             y = nn.functional.linear(x.to(self.weight.dtype), self.weight)
         else:
-            y = self._packed_matmul(x.to(torch.bfloat16))
+            y, added = self._packed_matmul(x, residual)
+            residual = None if added else residual
         y = y.float() if residual is None else residual + y   # float32 either way
         if self.low_rank is not None:
             a_t, b_t = self.low_rank
@@ -174,7 +193,8 @@ class PackedLinear(nn.Module):
         if self.low_rank is not None:
             tensors[f"{prefix}.low_rank_at"], tensors[f"{prefix}.low_rank_bt"] = self.low_rank
         meta = dict(packing=self.packing, in_features=self.in_features,
-                    out_features=self.out_features, linears=self.linears, fallback=self.fallback)
+                    out_features=self.out_features, linears=self.linears, fallback=self.fallback,
+                    kernel=self.kernel, kernel_note=self.kernel_note)
         return tensors, meta
 
     @classmethod
@@ -193,23 +213,23 @@ class PackedLinear(nn.Module):
 PACK_ROWS = 4096   # rows packed at a time: the temporaries of a 49,152-row matrix stay small
 
 
-def _pack_int4(weight: torch.Tensor, residual_int8: bool = False):
+def _pack_int4(weight: torch.Tensor, residual_int8: bool = False, own: bool = False):
     """(packed, scales, None) for a float (out, in) matrix in int4, per group of 32 inputs
     16 levels from the group's minimum to its maximum; with `residual_int8`, the last is
     what int4 rounded away, packed as int8 rows. A block of rows at a time, so the
     temporaries of a 49,152-row matrix stay small (the packed layout keeps rows apart, so
-    the blocks join exactly)."""
+    the blocks join exactly). `own`: in the layout of the project's kernel."""
     packed, scales, residuals = [], [], []
     for rows in weight.split(PACK_ROWS):
         rows = rows.float()
-        block, scale, rounded = _pack_int4_rows(rows, residual_int8)
+        block, scale, rounded = _pack_int4_rows(rows, residual_int8, own)
         packed.append(block)
         scales.append(scale)
         if residual_int8:
             residuals.append(_pack_int8(rows - rounded))
     residual = (torch.cat([w for w, _ in residuals]), torch.cat([s for _, s in residuals])) \
         if residual_int8 else None
-    return torch.cat(packed), torch.cat(scales, dim=1).contiguous(), residual
+    return torch.cat(packed), torch.cat(scales, dim=0 if own else 1).contiguous(), residual
 
 
 def _pack_int8(weight: torch.Tensor):
@@ -220,7 +240,7 @@ def _pack_int8(weight: torch.Tensor):
     return levels, scale.to(torch.bfloat16)
 
 
-def _pack_int4_rows(weight: torch.Tensor, rounded: bool):
+def _pack_int4_rows(weight: torch.Tensor, rounded: bool, own: bool):
     """(packed, scales as the kernel reads them, and if `rounded` the weights they stand
     for, else None: only the output matrix's correction needs them)."""
     out_features, in_features = weight.shape
@@ -228,6 +248,12 @@ def _pack_int4_rows(weight: torch.Tensor, rounded: bool):
     low, high = groups.amin(dim=-1), groups.amax(dim=-1)
     step = ((high - low) / 15).clamp(min=1e-12)
     levels = (groups - low[..., None]).div_(step[..., None]).round_().clamp_(0, 15)
+    if own:
+        packed, scale = int4_kernel.pack(levels.reshape(out_features, in_features), step, low)
+        if not rounded:
+            return packed, scale, None
+        weights = levels.mul_(step[..., None]).add_(low[..., None])
+        return packed, scale, weights.reshape(out_features, in_features)
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
         levels.to(torch.int32).reshape(out_features, in_features), 1)
     # The kernel reads w = (level - 8) * scale + zero, per group, as [groups, out, 2].
@@ -269,3 +295,15 @@ def fallback_note(packed: list[PackedLinear]) -> str:
     held = " or ".join(sorted({p.packing for p in fell}))
     reasons = "; ".join(dict.fromkeys(p.fallback for p in fell))   # each once, in order
     return f"{kept} of {total} layers kept in {held}: {reasons}"
+
+
+def kernel_note(packed: list[PackedLinear]) -> str:
+    """Which kernel the int4 layers run on, e.g. "the project's int4 kernel" or "torch's
+    int4 kernel: the CPU has no AVX2"; '' where no layer is int4."""
+    int4 = [p for p in packed if p.packing.startswith("int4")]
+    if not int4:
+        return ""
+    if all(p.kernel == "own" for p in int4):
+        return "the project's int4 kernel"
+    reasons = "; ".join(dict.fromkeys(p.kernel_note for p in int4 if p.kernel_note))
+    return f"torch's int4 kernel: {reasons}"
