@@ -12,7 +12,7 @@ from permanent.model.weight_packing import PackedLinear
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(torch_on_avx2):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -20,15 +20,17 @@ def one_thread():
 
 
 def grid_weights(out_features, in_features, seed=0):
-    """Levels 0..15 with a float32 scale and minimum per block, and the weights they are."""
+    """Levels 0..15 with a scale and minimum per block, packed, and the weights they are."""
     generator = torch.Generator().manual_seed(seed)
     blocks = in_features // int4_kernel.BLOCK
     levels = torch.randint(0, 16, (out_features, in_features), generator=generator)
     scale = torch.rand(out_features, blocks, generator=generator) * 0.02 + 0.001
     minimum = -torch.rand(out_features, blocks, generator=generator) * 0.15
-    weights = (levels.double().reshape(out_features, blocks, -1) * scale.double()[..., None]
-               + minimum.double()[..., None]).reshape(out_features, in_features)
-    return int4_kernel.pack(levels, scale, minimum), weights
+    weight, scales = int4_kernel.pack(levels, scale, minimum)
+    held = scales.double()   # the scales as the kernel reads them (half floats)
+    weights = (levels.double().reshape(out_features, blocks, -1) * held[..., :1]
+               + held[..., 1:]).reshape(out_features, in_features)
+    return (weight, scales), weights
 
 
 @pytest.mark.parametrize("rows, in_features, out_features", [
@@ -77,6 +79,13 @@ def test_a_packed_layer_runs_on_it_when_one_thread_multiplies(one_thread):
     shared = PackedLinear([layer], "int4")
     assert shared.kernel == "torch"
     assert shared.kernel_note == "torch runs on 2 threads and this kernel on one"
+
+
+def test_torch_s_avx_512_kernel_is_kept_where_it_runs(monkeypatch, one_thread):
+    monkeypatch.setattr(int4_kernel, "torch_has_avx512", lambda: True)
+    packed = PackedLinear([torch.nn.Linear(576, 960)], "int4")
+    assert packed.kernel == "torch"
+    assert packed.kernel_note == "torch's AVX-512 build of it runs here"
 
 
 def test_it_is_built_once_and_without_a_compiler_torch_s_kernel_runs(

@@ -111,6 +111,7 @@ def torch_threads():
 @pytest.mark.parametrize("threads, int4_kernel", [(1, "own"), (2, "torch")])
 @torch.inference_mode()
 def test_packed_weights_barely_move_the_embedded_models_entropy(embedded, torch_threads,
+                                                                torch_on_avx2,
                                                                 threads, int4_kernel):
     """int4 restores the model's own 4-bit grid, on either kernel (the project's rounds
     each input to 8 bits per block of 32, torch's to bfloat16); int8 rounds each row of
@@ -202,7 +203,7 @@ def two_layer_llama(intermediate_size: int):
                                         num_attention_heads=4, num_key_value_heads=2)).eval()
 
 
-def test_layers_of_a_shape_the_kernels_cannot_take_are_counted(torch_threads):
+def test_layers_of_a_shape_the_kernels_cannot_take_are_counted(torch_threads, torch_on_avx2):
     model = two_layer_llama(intermediate_size=48)
     torch_threads(1)
     _, words = open_runtime(model, ModelConfig(), "int4")
@@ -257,10 +258,15 @@ def test_a_rotary_the_compact_decoder_cannot_turn_runs_through_transformers():
                      "a head), float weights, float32")
 
 
-def test_runtime_follows_the_config(embedded_model, tmp_path):
-    embedded = load_generator(embedded_model, ModelConfig(threads=1), TextConfig())
-    assert embedded.runtime.removesuffix(" (warm start)") == \
-        "compact decoder, int4 weights (the project's int4 kernel), bfloat16"
+def test_runtime_follows_the_config(embedded_model, tmp_path, monkeypatch):
+    from permanent.model import int4_kernel
+
+    for avx512, kernel in [(False, "the project's int4 kernel"),
+                           (True, "torch's int4 kernel: torch's AVX-512 build of it runs here")]:
+        monkeypatch.setattr(int4_kernel, "torch_has_avx512", lambda: avx512)
+        embedded = load_generator(embedded_model, ModelConfig(threads=1), TextConfig())
+        assert embedded.runtime.removesuffix(" (warm start)") == \
+            f"compact decoder, int4 weights ({kernel}), bfloat16"
     on_two = load_generator(embedded_model, ModelConfig(threads=2), TextConfig())
     assert on_two.runtime.removesuffix(" (warm start)") == ("compact decoder, int4 weights "
         "(torch's int4 kernel: torch runs on 2 threads and this kernel on one), bfloat16")

@@ -29,10 +29,17 @@ def passes(generator, seed: int, count: int = 2) -> list[str]:
     return ["".join(e.text for e in generator.write_pass(i)) for i in range(count)]
 
 
-def test_a_warm_start_writes_exactly_what_the_usual_load_writes(embedded_model, warm_folder):
-    config = Config()
+@pytest.mark.parametrize("torch_avx512, kernel", [(False, "the project's int4 kernel"),
+                                                  (True, "torch's int4 kernel")])
+def test_a_warm_start_writes_exactly_what_the_usual_load_writes(embedded_model, warm_folder,
+                                                                monkeypatch, torch_avx512, kernel):
+    """On either int4 kernel, each with its own layout (see int4_kernel)."""
+    from permanent.model import int4_kernel
+
+    monkeypatch.setattr(int4_kernel, "torch_has_avx512", lambda: torch_avx512)
+    config = dataclasses.replace(Config(), model=dataclasses.replace(Config().model, threads=1))
     usual = load_generator(embedded_model, config.model, config.text)
-    assert "warm start" not in usual.runtime
+    assert "warm start" not in usual.runtime and f"({kernel}" in usual.runtime
     first = passes(usual, seed=11)
     usual.keep_warm()
     assert len(list(warm_folder.glob("*.safetensors"))) == 1

@@ -1,4 +1,4 @@
-/* 4-bit weights times inputs held as two 8-bit parts, for x86-64 with AVX2 and FMA.
+/* 4-bit weights times inputs held as two 8-bit parts, for x86-64 with AVX2, FMA, F16C.
  *
  * torch's int4 kernel expands each weight to a float before multiplying; on a CPU with
  * AVX2 only that ran slower than a float32 product of the same matrix. This one
@@ -103,15 +103,24 @@ static inline float dot_row(const uint8_t *w, const float *w_scales, int blocks,
     return sum_of(_mm256_add_ps(even, odd)) + minimums;
 }
 
+/* A weight row's scales and minimums, half floats (as the GGUF's own are), to floats. */
+static void widen_row(const uint16_t *half, int count, float *out) {
+    int at = 0;
+    for (; at + 8 <= count; at += 8)
+        _mm256_storeu_ps(out + at, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(half + at))));
+    for (; at < count; at++)
+        out[at] = _cvtsh_ss(half[at]);
+}
+
 /* y (m, n) = x (m, k) W^T, plus residual (m, n) when it is not NULL (it may be y).
- * w: (n, k/2) bytes as dot_row reads them; w_scales: (n, k/32, 2) floats, (scale,
+ * w: (n, k/2) bytes as dot_row reads them; w_scales: (n, k/32, 2) half floats, (scale,
  * minimum), a weight being scale * level + minimum. k must be whole pairs of blocks
  * (64). Returns 0, or -1 when there is no memory for the inputs' levels. */
-int int4_linear(const float *x, int m, int k, const uint8_t *w, const float *w_scales, int n,
-                const float *residual, float *y) {
+int int4_linear(const float *x, int m, int k, const uint8_t *w, const uint16_t *w_scales,
+                int n, const float *residual, float *y) {
     const int blocks = k / BLOCK;
     int8_t *levels = malloc((size_t)m * k * 2);
-    float *steps = malloc(sizeof(float) * (size_t)m * blocks * 2);
+    float *steps = malloc(sizeof(float) * ((size_t)m * blocks * 2 + (size_t)blocks * 2));
     if (levels == NULL || steps == NULL) {
         free(levels);
         free(steps);
@@ -119,6 +128,7 @@ int int4_linear(const float *x, int m, int k, const uint8_t *w, const float *w_s
     }
     int8_t *fine = levels + (size_t)m * k;
     float *sums = steps + (size_t)m * blocks;
+    float *s_row = sums + (size_t)m * blocks;
     for (int r = 0; r < m; r++)
         quantize_row(x + (size_t)r * k, k, levels + (size_t)r * k, fine + (size_t)r * k,
                      steps + (size_t)r * blocks, sums + (size_t)r * blocks);
@@ -127,13 +137,15 @@ int int4_linear(const float *x, int m, int k, const uint8_t *w, const float *w_s
      * as it multiplied (a token's matrices took a third longer). */
     for (int o = 0; o < n; o++) {
         const uint8_t *w_row = w + (size_t)o * (k / 2);
-        const float *s_row = w_scales + (size_t)o * blocks * 2;
+        const uint16_t *half_row = w_scales + (size_t)o * blocks * 2;
         if (o + AHEAD < n) {
             for (int at = 0; at < k / 2; at += LINE)
                 _mm_prefetch((const char *)(w_row + (size_t)AHEAD * (k / 2) + at), _MM_HINT_T0);
-            for (int at = 0; at < blocks * 2; at += LINE / (int)sizeof(float))
-                _mm_prefetch((const char *)(s_row + (size_t)AHEAD * blocks * 2 + at), _MM_HINT_T0);
+            for (int at = 0; at < blocks * 2; at += LINE / (int)sizeof(uint16_t))
+                _mm_prefetch((const char *)(half_row + (size_t)AHEAD * blocks * 2 + at),
+                             _MM_HINT_T0);
         }
+        widen_row(half_row, blocks * 2, s_row);
         for (int r = 0; r < m; r++) {
             const size_t at = (size_t)r * n + o;
             const float out = dot_row(w_row, s_row, blocks, levels + (size_t)r * k,

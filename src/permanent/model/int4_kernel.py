@@ -1,21 +1,23 @@
 """The project's own 4-bit kernel (int4_kernel.c): compiled once, called through ctypes.
 
-torch's int4 kernel expands each weight to a float before multiplying. With its AVX-512
-build that is quick; a CPU with AVX2 only, which many gallery computers are, ran the
-piece's largest matrix slower that way than as a plain float32 product reading eight times
-the bytes, and the loop at 0.76 of llama.cpp's speed. This kernel multiplies as llama.cpp
-does: the input rounded to 8 bits per block of 32 values (a scale each), the products
-taken in integers. The rounding moves each product by about as much as torch's bfloat16
-inputs did (0.4-0.7 % of a row's length against 0.3-0.5 %).
+torch's int4 kernel expands each weight to a float before multiplying. Its AVX-512 build
+does that quickly; its AVX2 build, which is what runs on many gallery computers, took
+longer for the piece's largest matrix than a float32 product reading eight times the
+bytes, and held the loop to 0.76 of llama.cpp's speed. This kernel multiplies as
+llama.cpp does, in integers, 32 products an instruction, but holds each input to about
+15 bits (a coarse 8-bit level and a fine one) where llama.cpp rounds it to 8: the model's
+distribution moves less than on torch's bfloat16 inputs, not more. Where torch runs its
+AVX2 kernels, the int4 layers run on this one (see `unavailable`).
 
 It is C with AVX2 intrinsics, compiled by the system's C compiler (`$CC`, else `cc`) the
 first time a model loads, in about half a second, into the cache beside the converted
-model; later starts load that file. Without a compiler, or on a CPU without AVX2 and FMA,
-the int4 layers run on torch's kernel as before, and the runtime's description says why.
+model; later starts load that file. Without a compiler, or on a CPU without AVX2, FMA and
+F16C, the int4 layers run on torch's kernel, and the runtime's description says why.
 
 The weight layout (see `pack`): per output row, each pair of 32-input blocks is 32 bytes,
 the first block's levels (0-15) in the low nibbles and the second's in the high ones,
-with a float32 (scale, minimum) per block: weight = scale * level + minimum.
+with a float16 (scale, minimum) per block, as a GGUF's Q4_1 blocks hold them: weight =
+scale * level + minimum.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ log = logging.getLogger("permanent.generator")
 BLOCK = 32
 PAIR = 2 * BLOCK   # the kernel reads two blocks a step: inputs must be whole pairs
 SOURCE = Path(__file__).with_name("int4_kernel.c")
-FLAGS = ("-O3", "-mavx2", "-mfma", "-shared", "-fPIC")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC")
 
 
 def _cpu_lacks() -> str | None:
@@ -49,7 +51,7 @@ def _cpu_lacks() -> str | None:
             flags = next((line for line in info if line.startswith("flags")), "").split()
     except OSError:
         return "the CPU's features could not be read (/proc/cpuinfo)"
-    missing = [flag for flag in ("avx2", "fma") if flag not in flags]
+    missing = [flag for flag in ("avx2", "fma", "f16c") if flag not in flags]
     return f"the CPU has no {' or '.join(missing).upper()}" if missing else None
 
 
@@ -98,25 +100,35 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     return library, None
 
 
-def unavailable(in_features: int) -> str | None:
-    """Why a layer with this many inputs cannot run on this kernel here, or None.
+def torch_has_avx512() -> bool:
+    """Whether torch runs its AVX-512 kernels here (ATEN_CPU_CAPABILITY can lower them)."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX512"
 
-    It runs on one thread: where torch is given more, its own int4 kernel shares the rows
-    out between them instead."""
+
+def unavailable(in_features: int) -> str | None:
+    """Why a layer with this many inputs does not run on this kernel here, or None.
+
+    It is for CPUs where torch runs its AVX2 kernels: there the piece's loop ran 1.36
+    times as fast on it, a 1.7B model 1.3-1.6 times. torch's AVX-512 build of its own
+    int4 kernel was as fast for the embedded model and faster for a 1.7B one (its
+    bytes reach the core sooner), so it is kept where it runs. This one runs on one
+    thread: where torch is given more, its own kernel shares the rows out instead."""
     if in_features % PAIR:
         return f"{in_features} inputs are not whole pairs of {BLOCK}-input blocks"
     if (threads := torch.get_num_threads()) != 1:
         return f"torch runs on {threads} threads and this kernel on one"
+    if torch_has_avx512():
+        return "torch's AVX-512 build of it runs here"
     return _library()[1]
 
 
 def pack(levels: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor):
-    """(weight bytes (out, in/2) uint8, scales (out, in/32, 2) float32) for levels (out,
+    """(weight bytes (out, in/2) uint8, scales (out, in/32, 2) float16) for levels (out,
     in) in 0..15 and a scale and minimum per block (out, in/32)."""
     out_features, in_features = levels.shape
     pairs = levels.reshape(out_features, in_features // PAIR, 2, BLOCK).to(torch.uint8)
     weight = (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(out_features, in_features // 2)
-    return weight.contiguous(), torch.stack([scale, minimum], dim=-1).float().contiguous()
+    return weight.contiguous(), torch.stack([scale, minimum], dim=-1).half().contiguous()
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor,

@@ -10,7 +10,7 @@ int4 keeps a scale and a minimum per group of 32 input weights, exactly the grid
 embedded model's GGUF (Q4_1), so re-packing its de-quantized weights loses nothing but
 rounding. int8 keeps one scale per output row. Where it can, int4 runs on the project's
 own kernel (`int4_kernel`: integer products, as llama.cpp multiplies, on inputs held
-to about 15 bits; float32 scales), else on torch's (bfloat16 inputs and scales).
+to about 15 bits; float16 scales), else on torch's (bfloat16 inputs and scales).
 
 int4+int8 is for the output matrix (hidden state -> vocabulary): int4, and beside it what
 int4 rounded away, in int8 rows, added only to the logits within NEAR_LOGITS of the
@@ -252,6 +252,7 @@ def _pack_int4_rows(weight: torch.Tensor, rounded: bool, own: bool):
         packed, scale = int4_kernel.pack(levels.reshape(out_features, in_features), step, low)
         if not rounded:
             return packed, scale, None
+        step, low = scale.float().unbind(-1)   # as held: in half floats
         weights = levels.mul_(step[..., None]).add_(low[..., None])
         return packed, scale, weights.reshape(out_features, in_features)
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
