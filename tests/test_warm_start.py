@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -92,6 +93,13 @@ def test_what_would_change_the_weights_changes_the_name(embedded_model, tmp_path
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: other)
     assert warm_start.warm_key(embedded_model.location, None, "int4", cpu) != base
     monkeypatch.undo()
+    # The code that lays the weights out: the project's int4 kernel reads them as packed.
+    for code in ("int4_kernel.c", "int4_kernel.py", "weight_packing.py"):
+        read = Path.read_bytes
+        monkeypatch.setattr(Path, "read_bytes",
+                            lambda path: read(path) + (b"\n" if path.name == code else b""))
+        assert warm_start.warm_key(embedded_model.location, None, "int4", cpu) != base, code
+        monkeypatch.undo()
     assert warm_start.warm_key(embedded_model.location, None, "int4",
                                torch.device("cuda")) is None
 

@@ -33,7 +33,9 @@ log = logging.getLogger("permanent.generator")
 FORMAT = 1
 KEPT = 2
 INTERRUPTED_AFTER = 600   # seconds: a write takes one or two
-_CODE = ("warm_start.py", "compact_llama.py", "weight_packing.py")   # what the file's layout follows
+# What the file's layout follows: a change to any of these is a new name.
+_CODE = ("warm_start.py", "compact_llama.py", "weight_packing.py", "int4_kernel.py",
+         "int4_kernel.c")
 
 
 def _cpu_flags() -> str:
