@@ -113,7 +113,7 @@ def test_it_is_built_once_and_without_a_compiler_torch_s_kernel_runs(
         int4_kernel._library.cache_clear()   # the real cache again for the other tests
 
 
-def test_a_compiler_that_fails_is_reported(one_thread, tmp_path, monkeypatch):
+def test_a_compiler_that_fails_or_a_cache_that_cannot_be_written_is_reported(one_thread, tmp_path, monkeypatch):
     monkeypatch.setattr(model_store, "cache_root", lambda: tmp_path)
     failing = tmp_path / "cc"
     failing.write_text("#!/bin/sh\necho 'cc: cannot write output' >&2\nexit 1\n")
@@ -124,5 +124,12 @@ def test_a_compiler_that_fails_is_reported(one_thread, tmp_path, monkeypatch):
         why = int4_kernel.unavailable(576)
         assert why == f"{failing} failed on int4_kernel.c: cc: cannot write output"
         assert not list((tmp_path / "kernels").iterdir())   # nothing half-built left
+        # A cache that cannot be written: torch's kernel, and the reason, not a crash.
+        blocked = tmp_path / "a-file"
+        blocked.write_text("")
+        monkeypatch.setattr(model_store, "cache_root", lambda: blocked)
+        monkeypatch.delenv("CC")
+        int4_kernel._library.cache_clear()
+        assert int4_kernel.unavailable(576).startswith("no place to build it: [Errno 20]")
     finally:
         int4_kernel._library.cache_clear()

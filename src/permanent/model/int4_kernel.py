@@ -61,10 +61,13 @@ def _build(target: Path) -> str | None:
     if shutil.which(compiler) is None:
         return (f"no C compiler ({compiler!r} is not on PATH); install one "
                 "(Debian: apt install gcc) and the next start builds the faster kernel")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Built beside its final name and moved there whole: another process may be loading it.
-    fd, part = tempfile.mkstemp(suffix=".so.part", dir=target.parent)
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Built beside its final name, moved there whole: another process may be loading it.
+        fd, part = tempfile.mkstemp(suffix=".so.part", dir=target.parent)
+        os.close(fd)
+    except OSError as e:   # a cache that cannot be written (a read-only home)
+        return f"no place to build it: {e}"
     try:
         done = subprocess.run([compiler, *FLAGS, "-o", part, str(SOURCE)],
                               capture_output=True, text=True, timeout=120)
