@@ -8,9 +8,9 @@ packed side by side into one matrix, so each costs one kernel call instead of th
 
 int4 keeps a scale and a minimum per group of 32 input weights, exactly the grid of the
 embedded model's GGUF (Q4_1), so re-packing its de-quantized weights loses nothing but
-rounding. int8 keeps one scale per output row. Where it can, int4 runs on the project's
-own kernel (`int4_kernel`: integer products, as llama.cpp multiplies, on inputs held
-to about 15 bits; float16 scales), else on torch's (bfloat16 inputs and scales).
+rounding. int8 keeps one scale per output row. Where torch runs its AVX2 kernels, int4
+runs on the project's own (`int4_kernel`: integer products, as llama.cpp multiplies, on
+inputs held to about 15 bits; float16 scales), else on torch's (bfloat16 inputs, scales).
 
 int4+int8 is for the output matrix (hidden state -> vocabulary): int4, and beside it what
 int4 rounded away, in int8 rows, added only to the logits within NEAR_LOGITS of the
