@@ -11,28 +11,14 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
-
-def _cpuinfo() -> tuple[str | None, set[str] | None]:
-    """The first CPU's model name and flags from /proc/cpuinfo (Linux); None elsewhere."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None, None
-    fields = {}
-    for line in text.splitlines():
-        if not line.strip():
-            break   # the first processor's block is enough: they are all alike
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    return fields.get("model name"), set(fields.get("flags", "").split()) or None
+from ..cpu import cpuinfo
 
 
 def describe_machine() -> dict:
     import torch
 
-    model, flags = _cpuinfo()
+    model, flags = cpuinfo()
     has = lambda flag: None if flags is None else flag in flags   # None: not known here
     return {"cpu_model": model or platform.processor() or platform.machine(),
             "cores": os.cpu_count(),

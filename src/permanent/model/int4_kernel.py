@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from ..cpu import cpuinfo
+
 log = logging.getLogger("permanent.generator")
 
 BLOCK = 32
@@ -46,10 +48,7 @@ FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC")
 def _cpu_lacks() -> str | None:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return f"the CPU is {platform.machine()}, not x86-64"
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line for line in info if line.startswith("flags")), "").split()
-    except OSError:
+    if (flags := cpuinfo()[1]) is None:
         return "the CPU's features could not be read (/proc/cpuinfo)"
     missing = [flag for flag in ("avx2", "fma", "f16c") if flag not in flags]
     return f"the CPU has no {' or '.join(missing).upper()}" if missing else None

@@ -28,6 +28,8 @@ from typing import Optional
 
 import torch
 
+from ..cpu import cpuinfo
+
 log = logging.getLogger("permanent.generator")
 
 FORMAT = 1
@@ -39,11 +41,8 @@ _CODE = ("warm_start.py", "compact_llama.py", "weight_packing.py", "int4_kernel.
 
 
 def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next((line for line in info if line.startswith("flags")), "")
-    except OSError:
-        return platform.processor()
+    flags = cpuinfo()[1]
+    return platform.processor() if flags is None else " ".join(sorted(flags))
 
 
 def warm_key(location: Path, voice_folder: Optional[Path], settings: str,

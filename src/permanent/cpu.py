@@ -1,0 +1,21 @@
+"""What /proc/cpuinfo says of this CPU: read by the model (which int4 kernel can run, what
+a warm start was packed for) and by the bench (which machine a figure came from)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cpuinfo() -> tuple[str | None, set[str] | None]:
+    """The first CPU's model name and flags from /proc/cpuinfo (Linux); None elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, None
+    fields = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break   # the first processor's block is enough: they are all alike
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields.get("model name"), set(fields.get("flags", "").split()) or None
