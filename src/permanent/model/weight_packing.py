@@ -124,14 +124,11 @@ class PackedLinear(nn.Module):
         bfloat16, the one dtype their int4 runs fast (float32 took 20 times as long)."""
         if self.kernel == "own" and self.packing == "int4":
             return int4_kernel.linear(x, self.weight, self.scale, residual), residual is not None
-        if self.kernel == "own":
-            y = int4_kernel.linear(x, self.weight, self.scale)
-        flat = x.to(torch.bfloat16)
+        flat = x.to(torch.bfloat16)   # what torch's kernels read, the correction's too
         if self.packing == "int8":
             return torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scale), False
-        if self.kernel != "own":
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP,
-                                                           self.scale)
+        y = int4_kernel.linear(x, self.weight, self.scale) if self.kernel == "own" else \
+            torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP, self.scale)
         if self.packing == "int4+int8":   # in float32: bf16 would round the correction away
             y = y.float()
             near = (y >= y.amax(-1, keepdim=True) - NEAR_LOGITS).any(0).nonzero()[:, 0]
