@@ -66,6 +66,16 @@ def xvfb_env():
 
 
 @pytest.fixture
+def torch_threads():
+    """Sets torch's thread count for one test (the int4 kernel used follows it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def torch_on_avx2(monkeypatch):
     """As on a CPU where torch runs its AVX2 kernels, where the project's int4 kernel
     takes over from torch's: it then runs whatever this CPU has (it is AVX2 code)."""

@@ -12,11 +12,9 @@ from permanent.model.weight_packing import PackedLinear
 
 
 @pytest.fixture
-def one_thread(torch_on_avx2):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(torch_threads, torch_on_avx2):
+    """Where the project's kernel runs: one thread, torch on its AVX2 kernels."""
+    torch_threads(1)
 
 
 def grid_weights(out_features, in_features, seed=0):

@@ -100,14 +100,6 @@ def test_a_pass_reuses_the_prompt_it_shares_with_the_last_one(embedded):
     assert computed[-1] == sequence.shape[1] - 10 and warm.cache.shape[4] == 768
 
 
-@pytest.fixture
-def torch_threads():
-    """Sets torch's thread count for one test (the int4 kernel used follows it)."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("threads, int4_kernel", [(1, "own"), (2, "torch")])
 @torch.inference_mode()
 def test_packed_weights_barely_move_the_embedded_models_entropy(embedded, torch_threads,
