@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from ..cpu import cpuinfo
+from .cpu import cpuinfo
 
 log = logging.getLogger("permanent.generator")
 

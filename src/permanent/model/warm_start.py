@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from ..cpu import cpuinfo
+from .cpu import cpuinfo
 
 log = logging.getLogger("permanent.generator")
 

@@ -1,5 +1,5 @@
-"""What /proc/cpuinfo says of this CPU: read by the model (which int4 kernel can run, what
-a warm start was packed for) and by the bench (which machine a figure came from)."""
+"""What /proc/cpuinfo says of this CPU: which int4 kernel can run and what a warm start
+was packed for; the bench reads it too (which machine a figure came from)."""
 
 from __future__ import annotations
 
