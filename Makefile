@@ -27,8 +27,8 @@ check: $(VENV)/.installed
 # The builtin voice, again from its corpus (about 13 minutes on 2 cores; one thread, so a
 # busy machine slows it down gently instead of stalling it).
 voice: $(VENV)/.installed
-	$(BIN)/permanent voice train src/permanent/model/corpus --threads 1 \
-		--out src/permanent/model/builtin_voice
+	$(BIN)/permanent voice train src/permanent/model/voice/corpus --threads 1 \
+		--out src/permanent/model/voice/builtin_voice
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

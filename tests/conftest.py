@@ -79,7 +79,7 @@ def torch_threads():
 def torch_on_avx2(monkeypatch):
     """As on a CPU where torch runs its AVX2 kernels, where the project's int4 kernel
     takes over from torch's: it then runs whatever this CPU has (it is AVX2 code)."""
-    from permanent.model import int4_kernel
+    from permanent.model.local import int4_kernel
     monkeypatch.setattr(int4_kernel, "torch_has_avx512", lambda: False)
 
 
@@ -87,7 +87,7 @@ def torch_on_avx2(monkeypatch):
 def embedded_model():
     """The embedded model, converted into the user's cache once (as `make run` would)."""
     from permanent.config import ModelConfig
-    from permanent.model.model_store import ensure_converted, resolve
+    from permanent.model.local.store import ensure_converted, resolve
 
     source = resolve(ModelConfig())
     ensure_converted(source, log=lambda message: print(message, file=sys.stderr))

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from permanent.model import int4_kernel, model_store
-from permanent.model.weight_packing import PackedLinear
+from permanent.model.local import int4_kernel, store as model_store
+from permanent.model.local.weight_packing import PackedLinear
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from permanent.config import ModelConfig, TextConfig
-from permanent.model.generator import IncrementalDecoder, load_generator
-from permanent.model.model_store import ModelSource, ensure_converted
+from permanent.model.local.generator import IncrementalDecoder, load_generator
+from permanent.model.local.store import ModelSource, ensure_converted
 from permanent.events import ends_sentence
 
 pytestmark = pytest.mark.slow

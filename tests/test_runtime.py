@@ -10,13 +10,13 @@ from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Lla
                           RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
                           TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper)
 
-from permanent.model.compact_llama import CompactLlama
+from permanent.model.local.compact_llama import CompactLlama
 from permanent.config import ModelConfig, TextConfig
-from permanent.model.generator import load_generator
-from permanent.model.model_runtime import TransformersForward, open_runtime
-from permanent.model.sampling import TokenSampler
-from permanent.model import weight_packing
-from permanent.model.weight_packing import INT4_GROUP, PackedLinear
+from permanent.model.local.generator import load_generator
+from permanent.model.local.runtime import TransformersForward, open_runtime
+from permanent.model.local.sampling import TokenSampler
+from permanent.model.local import weight_packing
+from permanent.model.local.weight_packing import INT4_GROUP, PackedLinear
 
 
 def bits(logp):
@@ -251,7 +251,7 @@ def test_a_rotary_the_compact_decoder_cannot_turn_runs_through_transformers():
 
 
 def test_runtime_follows_the_config(embedded_model, tmp_path, monkeypatch):
-    from permanent.model import int4_kernel
+    from permanent.model.local import int4_kernel
 
     for avx512, kernel in [(False, "the project's int4 kernel"),
                            (True, "torch's int4 kernel: torch's AVX-512 build of it runs here")]:
@@ -277,7 +277,7 @@ def test_runtime_follows_the_config(embedded_model, tmp_path, monkeypatch):
 
 def test_a_pass_written_by_each_runtime(tiny_model):
     """Both runtimes write whole passes through the generator's own loop."""
-    from permanent.model.model_store import ModelSource
+    from permanent.model.local.store import ModelSource
 
     source = ModelSource("tiny", str(tiny_model), cached=True)
     text = TextConfig(seed=4, min_tokens=20, max_tokens=40)
@@ -308,7 +308,7 @@ def test_avoided_words_are_made_unlikely_but_never_touch_the_entropy():
 def test_a_pass_that_opens_as_an_earlier_one_did_skips_its_prefill(embedded_model, monkeypatch):
     """Past the prompt, an opening read before is restored, not computed, and the passes
     are token for token those written with every opening computed."""
-    from permanent.model import compact_llama
+    from permanent.model.local import compact_llama
 
     def passes(kept):
         monkeypatch.setattr(compact_llama, "OPENINGS_KEPT", kept)

@@ -17,7 +17,7 @@ import pytest
 from permanent.config import Config, ModelConfig, TextConfig
 from permanent.measure import entropy_estimate
 from permanent.measure.audio_analysis import mono, peak_hz, read_wav
-from permanent.model.entropy import TAIL_OFFSET_BITS
+from permanent.model.server.top_k_entropy import TAIL_OFFSET_BITS
 from permanent.room.fans import semitones
 from permanent.room.preset import load_preset
 
@@ -71,9 +71,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(embedded_model, tmp_path_factory):
     """The embedded model with the builtin voice, as a gallery's CPU box would serve it."""
-    from permanent.model.model_store import embedded_gguf
-    from permanent.model.voice_adapter import BUILTIN_VOICE
-    from permanent.model.voice_export import export_gguf
+    from permanent.model.local.store import embedded_gguf
+    from permanent.model.voice.adapter import BUILTIN_VOICE
+    from permanent.model.voice.export import export_gguf
 
     voice = tmp_path_factory.mktemp("voice") / "voice.gguf"
     export_gguf(BUILTIN_VOICE, embedded_model.location, voice)
@@ -108,10 +108,10 @@ def test_the_servers_entropies_are_close_to_the_local_models(server, embedded_mo
     This also checks the voice's GGUF export: a wrong tensor moves it by bits."""
     import torch
 
-    from permanent.model import voice
+    from permanent.model.voice import prompt as voice
     from permanent.model.entropy import entropy_bits
-    from permanent.model.generator import load_generator
-    from permanent.model.server_generator import ServerGenerator
+    from permanent.model.local.generator import load_generator
+    from permanent.model.server.generator import ServerGenerator
 
     text = TextConfig(voice="builtin", min_tokens=20, max_tokens=60)
     remote = ServerGenerator(ModelConfig(server_url=server.url, server_model="smollm2"), text)

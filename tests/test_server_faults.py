@@ -18,10 +18,10 @@ import pytest
 
 from permanent.config import ModelConfig, TextConfig
 from permanent.events import TokenEvent
-from permanent.model import server_generator
-from permanent.model.server_fallback import ServerWithFallback
-from permanent.model.server_generator import ServerFault, ServerGenerator
-from permanent.model.voice import SYSTEM_PROMPT
+from permanent.model.server import generator as server_generator
+from permanent.model.server.fallback import ServerWithFallback
+from permanent.model.server.generator import ServerFault, ServerGenerator
+from permanent.model.voice.prompt import SYSTEM_PROMPT
 
 WORDS = [" The", " fans", " turn", " and", " the", " numbers", " stay", " still", "."]
 

@@ -10,8 +10,8 @@ import torch
 
 from permanent.config import ModelConfig, TextConfig
 from permanent.measure import reading
-from permanent.model.generator import load_generator
-from permanent.model.voice_adapter import (BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice,
+from permanent.model.local.generator import load_generator
+from permanent.model.voice.adapter import (BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice,
                                            read_corpus, resolve_voice)
 
 from conftest import REPO, run_cli
@@ -68,7 +68,7 @@ def test_merging_a_voice_matches_peft(tmp_path, embedded_model):
 def test_a_voice_beside_packed_weights_is_the_merged_voice(packing):
     """Packed layers run the voice as a low-rank branch; side by side (q|k|v) each output
     block gets only its own layer's update."""
-    from permanent.model.weight_packing import PackedLinear
+    from permanent.model.local.weight_packing import PackedLinear
 
     torch.manual_seed(0)
     layers = [torch.nn.Linear(64, n, bias=False) for n in (64, 32, 32)]
@@ -161,15 +161,15 @@ def test_the_typeface_and_voice_ship_in_the_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("permanent/screen/fonts/JetBrainsMono-Light.ttf",
                    "permanent/screen/fonts/OFL.txt",
-                   "permanent/model/builtin_voice/adapter_model.safetensors",
-                   "permanent/model/builtin_voice/adapter_config.json",
-                   "permanent/model/corpus/room.txt", "permanent/sounds/closet.yaml"):
+                   "permanent/model/voice/builtin_voice/adapter_model.safetensors",
+                   "permanent/model/voice/builtin_voice/adapter_config.json",
+                   "permanent/model/voice/corpus/room.txt", "permanent/sounds/closet.yaml"):
         assert needed in names, needed
     target = tmp_path / "installed"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--target", str(target), str(wheel)], check=True, timeout=120)
     probe = ("from permanent.screen.display import TYPEFACE; "
-             "from permanent.model.voice_adapter import BUILTIN_VOICE, resolve_voice; "
+             "from permanent.model.voice.adapter import BUILTIN_VOICE, resolve_voice; "
              "print(TYPEFACE.is_file(), resolve_voice('builtin') == BUILTIN_VOICE, TYPEFACE)")
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                            env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
@@ -183,7 +183,7 @@ def test_the_gguf_export_orders_q_and_k_rows_as_llama_cpp_does():
     interleaved, per head."""
     import numpy as np
 
-    from permanent.model.voice_export import interleave_rotary_halves
+    from permanent.model.voice.export import interleave_rotary_halves
 
     rows = np.arange(8)[:, None] * np.ones((1, 3))      # 2 heads of 4 rows, 3 columns
     out = interleave_rotary_halves(rows, heads=2)[:, 0].tolist()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from permanent.config import Config, ModelConfig
-from permanent.model import warm_start
-from permanent.model.generator import load_generator
+from permanent.model.local import warm_start
+from permanent.model.local.generator import load_generator
 
 from conftest import REPO
 
@@ -35,7 +35,7 @@ def passes(generator, seed: int, count: int = 2) -> list[str]:
 def test_a_warm_start_writes_exactly_what_the_usual_load_writes(embedded_model, warm_folder,
                                                                 monkeypatch, torch_avx512, kernel):
     """On either int4 kernel, each with its own layout (see int4_kernel)."""
-    from permanent.model import int4_kernel
+    from permanent.model.local import int4_kernel
 
     monkeypatch.setattr(int4_kernel, "torch_has_avx512", lambda: torch_avx512)
     config = dataclasses.replace(Config(), model=dataclasses.replace(Config().model, threads=1))
@@ -60,9 +60,9 @@ def test_a_warm_start_leaves_transformers_unimported(embedded_model, tmp_path):
     script = f"""
 import sys
 from permanent.config import Config
-from permanent.model import warm_start
-from permanent.model.generator import load_generator
-from permanent.model.model_store import resolve
+from permanent.model.local import warm_start
+from permanent.model.local.generator import load_generator
+from permanent.model.local.store import resolve
 warm_start._folder = lambda: __import__("pathlib").Path({str(tmp_path)!r})
 config = Config()
 generator = load_generator(resolve(config.model), config.model, config.text)

@@ -32,8 +32,8 @@ def check_sound_and_model(config: Config):
     """What must be right before anything starts, and before a live edit is taken: the
     room, the model and the voice. Returns the model source, or raises a PermanentError
     that points at the line of config.yaml to fix."""
-    from .model.model_store import resolve
-    from .model.voice_adapter import resolve_voice
+    from .model.local.store import resolve
+    from .model.voice.adapter import resolve_voice
     from .room.preset import load_preset
 
     def at_key(key, check):
@@ -112,7 +112,7 @@ class Piece:
         """The model's process, then the window, then what the loop keeps between frames.
         The model is the slowest to wake (importing torch alone takes over a second), so its
         process starts before pygame is imported and the window opened: 0.2-0.3 s sooner."""
-        from .model.generator_process import ModelSupervisor
+        from .model.process import ModelSupervisor
 
         config = self.config
         self._model = ModelSupervisor(config, self._status, self.first_pass_tokens).start()
@@ -221,7 +221,7 @@ class Piece:
 
     def _archive_shown_pass(self) -> None:
         from .care.archive import pass_record
-        from .model.voice import prompt_record
+        from .model.voice.prompt import prompt_record
 
         if self._archive is not None and self._on_screen:
             self._archive.append(pass_record(self._conductor.pass_id, self.config.model.name,

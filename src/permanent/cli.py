@@ -137,7 +137,7 @@ def cmd_check(args) -> int:
     role = "fallback:" if config.model.server_url and config.model.fallback == "embedded" else "model:  "
     print(f"{role} {source.label} at {source.location} ({state})")
     if source.embedded:
-        from .model.model_store import embedded_gguf
+        from .model.local.store import embedded_gguf
         print(f"         from {embedded_gguf()}")
     server_ok = True
     if config.model.server_url:
@@ -147,7 +147,7 @@ def cmd_check(args) -> int:
 
 
 def _check_server(config) -> bool:
-    from .model.server_generator import ServerFault, probe_server
+    from .model.server.generator import ServerFault, probe_server
 
     fallback = {"embedded": "the embedded model above writes instead",
                 "wait": "the piece waits for it, humming"}[config.model.fallback]
@@ -229,7 +229,7 @@ def _entropy_estimate(args) -> int:
 
     from .measure import entropy_estimate as estimate
     from .measure.machine import describe_machine, machine_line
-    from .model.entropy import TAIL_OFFSET_BITS
+    from .model.server.top_k_entropy import TAIL_OFFSET_BITS
 
     config = _load(args.config)
     check_sound_and_model(config)
@@ -255,7 +255,7 @@ def _server_load(args) -> int:
     from .errors import ConfigError
     from .measure.machine import describe_machine, machine_line
     from .measure.server_load import print_load, server_load
-    from .model.server_generator import ServerFault
+    from .model.server.generator import ServerFault
 
     config = _load(args.config)
     if not config.model.server_url:
@@ -296,8 +296,8 @@ def cmd_audition(args) -> int:
 def cmd_voice_train(args) -> int:
     from tqdm import tqdm
 
-    from .model.model_store import ensure_converted, progress_log
-    from .model.voice_training import TrainingSettings, train_voice
+    from .model.local.store import ensure_converted, progress_log
+    from .model.voice.training import TrainingSettings, train_voice
 
     config = _load(args.config)
     source = check_sound_and_model(config)
@@ -316,9 +316,9 @@ def cmd_voice_export(args) -> int:
     import dataclasses
 
     from .errors import ModelError
-    from .model.model_store import ensure_converted, progress_log
-    from .model.voice_adapter import resolve_voice
-    from .model.voice_export import export_gguf
+    from .model.local.store import ensure_converted, progress_log
+    from .model.voice.adapter import resolve_voice
+    from .model.voice.export import export_gguf
 
     config = _load(args.config)
     if args.voice is not None:

@@ -68,9 +68,9 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
     from tqdm import tqdm
 
     from .screen.display import PageView, pygame
-    from .model.generator import load_generator
+    from .model.local.generator import load_generator
     from .room.hum_render import Cue, render_hum
-    from .model.model_store import ensure_converted, resolve
+    from .model.local.store import ensure_converted, resolve
     from .screen.pacing import Conductor, Phase
     from .room.preset import load_preset
 

@@ -30,11 +30,11 @@ def measure_anchor(config: Config, rounds: int = 4, tokens: int = 200) -> dict:
         return {"error": HOW_TO_GET_IT}
     import torch
 
-    from ..model import voice
-    from ..model.generator import load_generator
-    from ..model.model_store import embedded_gguf, resolve
-    from ..model.voice_adapter import resolve_voice
-    from ..model.voice_export import export_gguf
+    from ..model.voice import prompt as voice
+    from ..model.local.generator import load_generator
+    from ..model.local.store import embedded_gguf, resolve
+    from ..model.voice.adapter import resolve_voice
+    from ..model.voice.export import export_gguf
 
     source = resolve(config.model, config.base_dir)
     if not source.embedded:

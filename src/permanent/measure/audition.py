@@ -38,16 +38,16 @@ def write_passes(config: Config, passes: int, seed: int) -> tuple[list[Auditione
     """`passes` passes with seeds seed, seed+1, ...: each pass is reproducible alone."""
     import dataclasses
 
-    from ..model.generator import load_generator
-    from ..model.model_store import ensure_converted, progress_log, resolve
-    from ..model.voice_adapter import voice_corpus
+    from ..model.local.generator import load_generator
+    from ..model.local.store import ensure_converted, progress_log, resolve
+    from ..model.voice.adapter import voice_corpus
 
     source = resolve(config.model, config.base_dir)
     ensure_converted(source, log=progress_log)
     started = time.monotonic()
     first = dataclasses.replace(config.text, seed=seed)
     if config.model.server_url:   # the server's passes, read the same way
-        from ..model.server_generator import ServerGenerator
+        from ..model.server.generator import ServerGenerator
         generator = ServerGenerator(config.model, first)
         generator.probe()
     else:

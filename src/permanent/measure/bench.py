@@ -32,8 +32,8 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
 
     import torch
 
-    from ..model.generator import load_generator
-    from ..model.model_store import ensure_converted, resolve
+    from ..model.local.generator import load_generator
+    from ..model.local.store import ensure_converted, resolve
 
     source = resolve(config.model, config.base_dir)
     ensure_converted(source)
@@ -102,9 +102,9 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
     import torch
 
     from ..model.entropy import entropy_bits
-    from ..model.generator import load_generator, pick_threads
-    from ..model.model_store import resolve
-    from ..model.weight_packing import fallback_note
+    from ..model.local.generator import load_generator, pick_threads
+    from ..model.local.store import resolve
+    from ..model.local.weight_packing import fallback_note
 
     source = resolve(config.model, config.base_dir)
     text = dataclasses.replace(config.text, seed=1, min_tokens=tokens, max_tokens=tokens)
@@ -153,10 +153,10 @@ def measure_display(config: Config, seconds: float = 6.0, size=(1920, 1080)) -> 
     import multiprocessing as mp
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     from ..screen.display import PageView, pygame
-    from ..model.generator_process import GeneratorProcess
+    from ..model.process import ModelProcess
 
     status = mp.get_context("spawn").Queue()
-    model = GeneratorProcess(config, status).start()
+    model = ModelProcess(config, status).start()
     status.get(timeout=120)   # loaded: from here on it competes for the CPU
     pygame.display.init()
     pygame.font.init()

@@ -32,8 +32,8 @@ def sample_model(config: Config, tokens: int, max_k: int = 100) -> Sample:
     import torch
 
     from ..model.entropy import entropy_bits
-    from ..model.generator import load_generator
-    from ..model.model_store import ensure_converted, progress_log, resolve
+    from ..model.local.generator import load_generator
+    from ..model.local.store import ensure_converted, progress_log, resolve
 
     source = resolve(config.model, config.base_dir)
     ensure_converted(source, log=progress_log)
@@ -56,7 +56,7 @@ def sample_model(config: Config, tokens: int, max_k: int = 100) -> Sample:
 
 
 def estimates(sample: Sample, k: int, offset_bits: float) -> np.ndarray:
-    from ..model.entropy import entropy_from_top_logprobs
+    from ..model.server.top_k_entropy import entropy_from_top_logprobs
 
     return np.array([entropy_from_top_logprobs(row[:k].tolist(), offset_bits)
                      for row in sample.top])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import platform
 
-from ..model.cpu import cpuinfo
+from ..model.local.cpu import cpuinfo
 
 
 def describe_machine() -> dict:

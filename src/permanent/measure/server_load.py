@@ -16,7 +16,7 @@ from ..config import Config
 
 
 def server_load(config: Config, clients: int, seconds: float) -> dict:
-    from ..model.server_generator import ServerGenerator
+    from ..model.server.generator import ServerGenerator
 
     generators = [ServerGenerator(config.model, dataclasses.replace(config.text, seed=i))
                   for i in range(clients)]

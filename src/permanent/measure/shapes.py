@@ -60,8 +60,8 @@ def write_random_shape(name: str, tokenizer_dir: str, folder: str) -> None:
 
 
 def _one_shape(name: str, tokenizer_dir: str, config: Config, tokens: int, out: mp.Queue):
-    from ..model.generator import load_generator
-    from ..model.model_store import resolve
+    from ..model.local.generator import load_generator
+    from ..model.local.store import resolve
 
     with tempfile.TemporaryDirectory(prefix=f"permanent-{name}-") as folder:
         write_random_shape(name, tokenizer_dir, folder)
@@ -81,7 +81,7 @@ def _one_shape(name: str, tokenizer_dir: str, config: Config, tokens: int, out: 
 
 
 def measure_shapes(config: Config, tokens: int = 64) -> dict:
-    from ..model.model_store import ensure_converted, resolve
+    from ..model.local.store import ensure_converted, resolve
 
     embedded = resolve(dataclasses.replace(config.model, name="embedded"))
     ensure_converted(embedded)   # for its tokenizer

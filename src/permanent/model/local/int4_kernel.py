@@ -85,7 +85,7 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     """(the loaded kernel, None), or (None, why it is not available here)."""
     if (lacks := _cpu_lacks()) is not None:
         return None, lacks
-    from .model_store import cache_root
+    from .store import cache_root
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
     target = cache_root() / "kernels" / f"int4_kernel-{digest}.so"
     if not target.exists() and (failure := _build(target)) is not None:

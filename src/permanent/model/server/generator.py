@@ -21,11 +21,12 @@ try:    # the HTTP library under openai's client: httpx2 from openai 3, httpx be
 except ImportError:
     import httpx as http
 
-from ..config import ModelConfig, TextConfig
-from ..errors import ModelError
-from ..events import TokenEvent, ends_sentence
-from .entropy import entropy_from_top_logprobs
-from . import voice
+from ...config import ModelConfig, TextConfig
+from ...errors import ModelError
+from ...events import TokenEvent, ends_sentence
+from ..passes import long_enough, numbered
+from .top_k_entropy import entropy_from_top_logprobs
+from ..voice import prompt as voice
 
 log = logging.getLogger("permanent.server")
 
@@ -91,18 +92,16 @@ class ServerGenerator:
         """Yield one pass; a fault ends it early (its last event still says is_last) and
         is kept in `fault` for the caller, who decides what writes next."""
         self.fault = None
-        held = None
-        index = 0
+        return numbered(pass_id, self._pieces_until_fault())
+
+    def keep_warm(self) -> None:
+        """A server's model keeps nothing here."""
+
+    def _pieces_until_fault(self) -> Iterator[tuple[str, float]]:
         try:
-            for text, bits in self._pieces():
-                if held is not None:
-                    yield held
-                held = TokenEvent(pass_id, index, text, bits, False)
-                index += 1
+            yield from self._pieces()
         except ServerFault as e:
             self.fault = e
-        if held is not None:
-            yield replace(held, is_last=True)
 
     def _request(self, opening: str) -> dict:
         text = self.text
@@ -148,7 +147,7 @@ class ServerGenerator:
                         written += content
                         yield content, pending_bits
                         pending_bits = 0.0
-                        if count >= self.text.min_tokens and ends_sentence(written):
+                        if long_enough(count, written, self.text):
                             return
                     if finished:
                         return

@@ -1,7 +1,6 @@
-"""The model writing: one pass at a time, one token at a time, each with its entropy.
+"""The model here writing: one pass at a time, one token at a time, each with its entropy.
 
-`TextGenerator` is the whole interface the rest of the piece sees, so another backend
-(a remote inference server, llama.cpp) can stand in for `TransformersGenerator` later.
+`LocalGenerator` is a `TextGenerator` (see `model.passes`), as the server's writer is.
 """
 
 from __future__ import annotations
@@ -9,31 +8,26 @@ from __future__ import annotations
 import logging
 import os
 import random
-from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import torch
 
-from ..config import ModelConfig, TextConfig
-from .entropy import entropy_bits
-from ..errors import ModelError
-from ..events import TokenEvent, ends_sentence
-from .model_runtime import activation_dtype, choose_packing, open_runtime
-from .model_store import ModelSource
+from ...config import ModelConfig, TextConfig
+from ..entropy import entropy_bits
+from ...errors import ModelError
+from ...events import TokenEvent
+from ..passes import TextGenerator, long_enough, numbered
+from .runtime import activation_dtype, choose_packing, open_runtime
+from .store import ModelSource
 from .sampling import TokenSampler
-from .voice_adapter import BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice, read_corpus, resolve_voice
-from ..lifecycle import release_freed_memory
-from . import int4_kernel, voice, warm_start
+from ..voice.adapter import BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice, read_corpus, resolve_voice
+from ...lifecycle import release_freed_memory
+from . import int4_kernel
+from ..voice import prompt as voice
+from . import warm_start
 
 log = logging.getLogger("permanent.generator")
-class TextGenerator(Protocol):
-    label: str
-
-    def write_pass(self, pass_id: int) -> Iterator[TokenEvent]:
-        """Yield the tokens of one pass; the last one has is_last=True."""
-
-
 def pick_device(wanted: str) -> torch.device:
     if wanted == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -78,7 +72,7 @@ class IncrementalDecoder:
         return after[len(before):]
 
 
-class TransformersGenerator:
+class LocalGenerator:
     """A causal LM from transformers, sampled by a short loop with the KV cache."""
 
     def __init__(self, source: ModelSource, model_settings: ModelConfig, text: TextConfig,
@@ -215,13 +209,7 @@ class TransformersGenerator:
         return prompt_ids, opening_ids
 
     def write_pass(self, pass_id: int) -> Iterator[TokenEvent]:
-        held = None  # one event held back, so the last one can be marked is_last
-        for index, (text, bits) in enumerate(self._pieces()):
-            if held is not None:
-                yield held
-            held = TokenEvent(pass_id, index, text, bits, False)
-        if held is not None:
-            yield replace(held, is_last=True)
+        return numbered(pass_id, self._pieces())
 
     def _prefill(self, opening: str) -> tuple[torch.Tensor, list[int], torch.Tensor]:
         """(ids, the opening's ids, logits for each of its tokens and the one after)."""
@@ -280,11 +268,11 @@ class TransformersGenerator:
             ids = torch.cat([ids, next_id], dim=1)
             if (piece := emit(token_id, bits)) is not None:
                 yield piece
-                if count >= self.text.min_tokens and ends_sentence(written):
+                if long_enough(count, written, self.text):
                     return
             logits = self.forward.step(next_id)
 
 
 def load_generator(source: ModelSource, model_settings: ModelConfig,
                    text: TextConfig, base_dir: Path = Path(".")) -> TextGenerator:
-    return TransformersGenerator(source, model_settings, text, base_dir)
+    return LocalGenerator(source, model_settings, text, base_dir)

@@ -25,7 +25,7 @@ _CONTEXT = mp.get_context("spawn")
 QUEUE_TOKENS = 256   # about a pass ahead of the screen: enough slack, bounded memory
 
 
-class GeneratorProcess:
+class ModelProcess:
     def __init__(self, config: Config, status: mp.Queue, first_pass_id: int = 0,
                  first_pass_tokens: Optional[int] = None):
         self._tokens: mp.Queue = _CONTEXT.Queue(maxsize=QUEUE_TOKENS)
@@ -38,7 +38,7 @@ class GeneratorProcess:
             args=(config, self._tokens, self._settings, status, self._stop, self.heartbeat,
                   logging.getLogger().level, first_pass_id, first_pass_tokens))
 
-    def start(self) -> "GeneratorProcess":
+    def start(self) -> "ModelProcess":
         self._process.start()
         return self
 
@@ -88,7 +88,7 @@ class ModelSupervisor:
 
     def __init__(self, config: Config, status: mp.Queue, first_pass_tokens: Optional[int] = None):
         self.config, self.status = config, status
-        self.process = GeneratorProcess(config, status, 0, first_pass_tokens)
+        self.process = ModelProcess(config, status, 0, first_pass_tokens)
         self.ever_ready = False
         self._process_ready = False
         self._backoff = Backoff()
@@ -126,7 +126,7 @@ class ModelSupervisor:
             log.info("model settings changed: loading %s", config.model.name)
             self.process.stop()
             self._process_ready = False
-            self.process = GeneratorProcess(config, self.status, self._next_pass_id).start()
+            self.process = ModelProcess(config, self.status, self._next_pass_id).start()
         elif config.text != old.text:
             self.process.update_text(config.text)
 
@@ -139,7 +139,7 @@ class ModelSupervisor:
                 self._drained = True   # whatever it wrote and was not shown yet is gone now
                 self.process.stop(timeout=0.1)
                 self._process_ready = False
-                self.process = GeneratorProcess(self.config, self.status,
+                self.process = ModelProcess(self.config, self.status,
                                                 self._next_pass_id).start()
                 self._backoff.running_since(now)
                 log.info("model process restarted (pid %s)", self.process.pid)
@@ -212,7 +212,7 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
                 min_tokens=min(text.min_tokens, first_pass_tokens)))
         else:
             generator.update_text(text)
-        if pass_id == first_pass_id + 1 and hasattr(generator, "keep_warm"):
+        if pass_id == first_pass_id + 1:
             generator.keep_warm()   # a pass is queued ahead: the screen does not wait for this
         for event in generator.write_pass(pass_id):
             heartbeat.value = time.monotonic()
@@ -229,8 +229,8 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
 def _open_generator(config: Config):
     """The model here, or an inference server with the embedded model as its stand-in."""
     def local(model_settings, text):
-        from .generator import load_generator
-        from .model_store import ensure_converted, progress_log, resolve
+        from .local.generator import load_generator
+        from .local.store import ensure_converted, progress_log, resolve
 
         source = resolve(model_settings, config.base_dir)
         ensure_converted(source, log=progress_log)
@@ -238,8 +238,8 @@ def _open_generator(config: Config):
 
     if not config.model.server_url:
         return local(config.model, config.text)
-    from .server_fallback import ServerWithFallback, embedded_fallback_settings
-    from .server_generator import ServerGenerator
+    from .server.fallback import ServerWithFallback, embedded_fallback_settings
+    from .server.generator import ServerGenerator
 
     return ServerWithFallback(
         ServerGenerator(config.model, config.text), config.model.fallback,

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_VOICE = PACKAGE_DIR / "builtin_voice"

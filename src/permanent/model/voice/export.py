@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 # transformers' Llama module names -> llama.cpp's
 GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
@@ -29,7 +29,7 @@ _PEFT_KEY = re.compile(r"base_model\.model\.model\.layers\.(\d+)\.(\w+\.\w+)\.lo
 def interleave_rotary_halves(rows: np.ndarray, heads: int) -> np.ndarray:
     """Within each head, rows [first half..., second half...] -> [h0, h1, h0, h1, ...],
     the order llama.cpp's GGUF files hold q and k in, and the compact decoder too."""
-    from .compact_llama import rotary_pairs_side_by_side
+    from ..local.compact_llama import rotary_pairs_side_by_side
 
     order = rotary_pairs_side_by_side(heads, rows.shape[0] // heads, rows.shape[0])
     return rows[order.numpy()]

@@ -109,7 +109,7 @@ def prompt_key(messages, add_generation_prompt: bool) -> str:
 
 
 def _folder() -> Path:
-    from .model_store import cache_root
+    from .store import cache_root
     return cache_root() / "warm"
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .compact_llama import CompactLlama, Unsupported, unsupported_reason
-from ..config import ModelConfig
+from ...config import ModelConfig
 from .weight_packing import PackedLinear, Packing, fallback_note, kernel_note, output_packing
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import TextConfig
+from ...config import TextConfig
 
 
 def penalize_repetition(ids: torch.Tensor, logits: torch.Tensor, penalty: float) -> torch.Tensor:
