@@ -7,7 +7,7 @@ import pytest
 
 from permanent.config import HumConfig
 from permanent.room.fans import blade_pass_hz, rpm_for_speed, semitones, speed_from_entropy
-from permanent.room.hum_render import Cue, render_hum
+from permanent.room.hum_render import HumCommand, render_hum
 from permanent.room.preset import available_presets, load_preset
 
 from permanent.measure.audio_analysis import mono, peak_hz, read_wav, rms, window
@@ -20,8 +20,9 @@ LENGTH, FADE_AT = 16.0, 15.0
 
 
 def cues():
-    out = [Cue(t, "idle") if bits is None else Cue(t, "token", bits) for t, bits in SCRIPT]
-    return out + [Cue(FADE_AT, "fade_out", SETTINGS.fade_out_seconds)]
+    out = [HumCommand(t, "idle") if bits is None else HumCommand(t, "token", bits)
+           for t, bits in SCRIPT]
+    return out + [HumCommand(FADE_AT, "fade_out", SETTINGS.fade_out_seconds)]
 
 
 def predicted_hz(preset, bits):

@@ -6,7 +6,7 @@ import pytest
 
 from permanent.config import PacingConfig
 from permanent.events import TokenEvent
-from permanent.screen.pacing import Conductor, Phase, ease_in_out, token_delay
+from permanent.screen.pacing import Conductor, Phase, ease_in_out, perform, token_delay
 
 STEADY = PacingConfig(tokens_per_second=4.0, jitter=0.0, comma_pause_seconds=0.5,
                       sentence_pause_seconds=1.0, line_break_pause_seconds=2.0,
@@ -119,3 +119,31 @@ def test_an_interrupted_pass_fades_at_once():
     assert [(c.kind, c.at) for c in cut] == [("pass_end", 1.0)]
     assert [(c.kind, c.at) for c in conductor.tick(1.01, lambda: None)] == [("fade", 1.0)]
     assert conductor.interrupt(1.5) == []   # only a pass being written can be cut
+
+
+def test_perform_acts_on_each_cue_and_reports_the_boundary():
+    """The one cue-to-action step the live piece and the render share: every reveal at its
+    due time in the frame that shows it, the pass's end, and the clear as the boundary."""
+    class Recording:
+        def __init__(self):
+            self.calls = []
+
+        def reveal(self, token, due, now):
+            self.calls.append(("reveal", token.text, due, now))
+
+        def pass_ended(self, due):
+            self.calls.append(("pass_ended", due))
+
+        def cleared(self):
+            self.calls.append(("cleared",))
+
+    conductor = Conductor(STEADY, random.Random(0))
+    feed = tokens(0, ["One", " two."])
+    take = lambda: feed.pop(0) if feed else None
+    stage = Recording()
+    assert perform(conductor.tick(0.0, take), stage, 0.0) is False
+    assert perform(conductor.tick(0.3, take), stage, 0.3) is False   # " two." due at 0.25
+    assert stage.calls == [("reveal", "One", 0.0, 0.0), ("reveal", " two.", 0.25, 0.3),
+                           ("pass_ended", 0.25)]
+    assert perform(conductor.tick(0.25 + 3.0 + 2.0 + 0.01, take), stage, 5.26) is True
+    assert stage.calls[-1] == ("cleared",)

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from .config import Config
 from .errors import PermanentError
 from .events import Status
-from .screen.pacing import Conductor, Phase
+from .screen.pacing import Conductor, Phase, perform
 
 log = logging.getLogger("permanent")
 _CONTEXT = mp.get_context("spawn")
@@ -199,25 +199,26 @@ class Piece:
 
     def _act_on(self, cues: list, now: float) -> bool:
         """Show, sound and archive what the cues say; True at a pass boundary."""
-        at_boundary = False
-        for cue in cues:
-            if cue.kind == "reveal":
-                token = cue.token
-                self._view.append(token.text, now)
-                self._hum.show_token(token.entropy_bits)
-                self._on_screen.append(token)
-                log.debug("shown %r (%.2f bits)", token.text, token.entropy_bits)
-                self._shown += 1
-                if self._shown == 1:
-                    log.info("first token shown, %s", self._since_launch(now))
-            elif cue.kind == "pass_end":
-                self._hum.idle()   # between passes the fans settle
-                log.info("pass %s ended", self._conductor.pass_id)
-                self._archive_shown_pass()
-            elif cue.kind == "clear":
-                self._view.clear()
-                at_boundary = True
-        return at_boundary
+        return perform(cues, self, now)
+
+    # The Stage the cues act on (screen.pacing.perform).
+
+    def reveal(self, token, due: float, now: float) -> None:
+        self._view.append(token.text, now)
+        self._hum.show_token(token.entropy_bits)
+        self._on_screen.append(token)
+        log.debug("shown %r (%.2f bits)", token.text, token.entropy_bits)
+        self._shown += 1
+        if self._shown == 1:
+            log.info("first token shown, %s", self._since_launch(now))
+
+    def pass_ended(self, due: float) -> None:
+        self._hum.idle()   # between passes the fans settle
+        log.info("pass %s ended", self._conductor.pass_id)
+        self._archive_shown_pass()
+
+    def cleared(self) -> None:
+        self._view.clear()
 
     def _archive_shown_pass(self) -> None:
         from .care.archive import pass_record

@@ -27,6 +27,7 @@ from typing import Optional
 
 from .config import Config
 from .room.fans import settle
+from .room.hum_render import HumCommand
 
 log = logging.getLogger("permanent.render")
 CONTACT_FRAMES = 12
@@ -69,9 +70,9 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
 
     from .screen.display import PageView, pygame
     from .model.local.generator import load_generator
-    from .room.hum_render import Cue, render_hum
+    from .room.hum_render import render_hum
     from .model.local.store import ensure_converted, resolve
-    from .screen.pacing import Conductor, Phase
+    from .screen.pacing import Conductor, Phase, perform
     from .room.preset import load_preset
 
     config = config.replace(text=dataclasses.replace(config.text, seed=seed))
@@ -91,35 +92,16 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
     frames = _FrameSink(out, size, fps)
     contact_at = {round(seconds * (i + 0.5) / CONTACT_FRAMES * fps) for i in range(CONTACT_FRAMES)}
     contact: list[pygame.Surface] = []
-    cues: list[Cue] = []
     n_frames = round(seconds * fps)
     done_frames, interrupted = 0, False
     with open(out / "tokens.jsonl", "w", encoding="utf-8") as tokens_file, \
             tqdm(total=n_frames, unit="frame", disable=not progress, desc="rendering",
                  mininterval=0.5) as bar:
+        stage = _RenderStage(view, preset, config.hum, fan, tokens_file)
         try:
             for frame in range(n_frames):
                 now = frame / fps
-                for cue in conductor.tick(now, lambda: next(passes)):
-                    if cue.kind == "reveal":
-                        token = cue.token
-                        view.append(token.text, now)
-                        target = preset.rpm_for_entropy(token.entropy_bits, config.hum)
-                        fan.aim(cue.at, target)
-                        cues.append(Cue(cue.at, "token", token.entropy_bits))
-                        tokens_file.write(json.dumps({
-                            "t": round(cue.at, 4), "pass": token.pass_id, "text": token.text,
-                            "entropy_bits": round(token.entropy_bits, 4),
-                            "target_rpm": round(target, 2), "fan_rpm": round(fan.rpm, 2),
-                            "blade_pass_hz": round(preset.lead_blade_pass_hz(fan.rpm), 3),
-                            "last": token.is_last,   # after it the fans settle to idle
-                        }, ensure_ascii=False) + "\n")
-                        tokens_file.flush()   # readable line by line, even if interrupted
-                    elif cue.kind == "pass_end":
-                        fan.aim(cue.at, preset.rpm.idle)
-                        cues.append(Cue(cue.at, "idle"))
-                    elif cue.kind == "clear":
-                        view.clear()
+                perform(conductor.tick(now, lambda: next(passes)), stage, now)
                 view.draw(surface, now, conductor.opacity, conductor.phase is Phase.WRITING)
                 frames.write(surface)
                 if frame in contact_at:
@@ -130,7 +112,7 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
             interrupted = True
             log.warning("interrupted: keeping the first %.1f s", done_frames / fps)
     rendered = done_frames / fps
-    wav = render_hum(preset, config.hum, cues, rendered, out / "hum.wav",
+    wav = render_hum(preset, config.hum, stage.hum_commands, rendered, out / "hum.wav",
                      sample_rate=config.audio.sample_rate)
     video = frames.finish(wav)
     _contact_sheet(contact, out / "contact.png")
@@ -139,6 +121,37 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
     pygame.quit()
     count = sum(1 for _ in open(out / "tokens.jsonl", encoding="utf-8"))
     return RenderResult(out, rendered, count, video, interrupted)
+
+
+class _RenderStage:
+    """What the cues do in a render: the page, the lead fan's track, the hum's commands on
+    the render's clock, and a line of tokens.jsonl for each token shown."""
+
+    def __init__(self, view, preset, hum_settings, fan: FanTrack, tokens_file):
+        self.view, self.preset, self.hum_settings = view, preset, hum_settings
+        self.fan, self.tokens_file = fan, tokens_file
+        self.hum_commands: list = []
+
+    def reveal(self, token, due: float, now: float) -> None:
+        self.view.append(token.text, now)   # the page its frame's time, the hum the pacing's
+        target = self.preset.rpm_for_entropy(token.entropy_bits, self.hum_settings)
+        self.fan.aim(due, target)
+        self.hum_commands.append(HumCommand(due, "token", token.entropy_bits))
+        self.tokens_file.write(json.dumps({
+            "t": round(due, 4), "pass": token.pass_id, "text": token.text,
+            "entropy_bits": round(token.entropy_bits, 4),
+            "target_rpm": round(target, 2), "fan_rpm": round(self.fan.rpm, 2),
+            "blade_pass_hz": round(self.preset.lead_blade_pass_hz(self.fan.rpm), 3),
+            "last": token.is_last,   # after it the fans settle to idle
+        }, ensure_ascii=False) + "\n")
+        self.tokens_file.flush()   # readable line by line, even if interrupted
+
+    def pass_ended(self, due: float) -> None:
+        self.fan.aim(due, self.preset.rpm.idle)
+        self.hum_commands.append(HumCommand(due, "idle"))
+
+    def cleared(self) -> None:
+        self.view.clear()
 
 
 def _token_stream(generator):

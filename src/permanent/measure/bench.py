@@ -190,7 +190,7 @@ def measure_display(config: Config, seconds: float = 6.0, size=(1920, 1080)) -> 
 def measure_hum(config: Config) -> dict:
     from .audio_analysis import mono, peak_hz, read_wav, window
     from ..room.fans import semitones
-    from ..room.hum_render import Cue, render_hum
+    from ..room.hum_render import HumCommand, render_hum
     from ..room.preset import load_preset
 
     preset = load_preset(config.hum.preset, config.base_dir)
@@ -199,7 +199,8 @@ def measure_hum(config: Config) -> dict:
         path = Path(folder) / "bench.wav"
         length = 2 * settle
         cpu = time.process_time()
-        render_hum(preset, config.hum, [Cue(0, "token", 1.0), Cue(settle, "token", 7.0)],
+        render_hum(preset, config.hum,
+                   [HumCommand(0, "token", 1.0), HumCommand(settle, "token", 7.0)],
                    length, path, sample_rate=config.audio.sample_rate)
         cpu = time.process_time() - cpu
         samples, rate = read_wav(path)

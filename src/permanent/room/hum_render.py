@@ -16,14 +16,15 @@ from .preset import Preset
 
 
 @dataclass(frozen=True)
-class Cue:
-    """At `seconds`, tell the hum to do `action` ("token", "idle", "fade_out") with `value`."""
+class HumCommand:
+    """At `seconds`, tell the hum to do `action` ("token", "idle", "fade_out") with `value`:
+    what the live piece sends the hum's process, on the render's clock."""
     seconds: float
     action: str
     value: float = 0.0
 
 
-def render_hum(preset: Preset, settings: HumConfig, cues: Iterable[Cue], seconds: float,
+def render_hum(preset: Preset, settings: HumConfig, commands: Iterable[HumCommand], seconds: float,
                path: Path, sample_rate: int = 48000, buffer_size: int = 256,
                seed: int = 1) -> Path:
     pyo = import_pyo()
@@ -39,7 +40,7 @@ def render_hum(preset: Preset, settings: HumConfig, cues: Iterable[Cue], seconds
         server.start()
         hum.start()
         server.recstart()
-        pending = sorted(cues, key=lambda c: c.seconds)
+        pending = sorted(commands, key=lambda c: c.seconds)
         n_buffers = round(seconds * sample_rate / buffer_size)
         for i in range(n_buffers):
             now = i * buffer_size / sample_rate
@@ -53,12 +54,12 @@ def render_hum(preset: Preset, settings: HumConfig, cues: Iterable[Cue], seconds
     return Path(path)
 
 
-def _apply(hum, cue: Cue) -> None:
-    if cue.action == "token":
-        hum.show_token(cue.value)
-    elif cue.action == "idle":
+def _apply(hum, command: HumCommand) -> None:
+    if command.action == "token":
+        hum.show_token(command.value)
+    elif command.action == "idle":
         hum.idle()
-    elif cue.action == "fade_out":
-        hum.fade_out(cue.value)
+    elif command.action == "fade_out":
+        hum.fade_out(command.value)
     else:
-        raise ValueError(f"unknown hum cue {cue.action!r}")
+        raise ValueError(f"unknown hum command {command.action!r}")

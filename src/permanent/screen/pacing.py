@@ -13,7 +13,7 @@ import math
 import random
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional, Protocol
 
 from ..config import PacingConfig
 from ..events import TokenEvent, ends_sentence
@@ -56,6 +56,36 @@ class Cue:
     kind: str
     at: float
     token: Optional[TokenEvent] = None
+
+
+class Stage(Protocol):
+    """What the Conductor's cues act on: the live piece, or the render on its clock."""
+
+    def reveal(self, token: TokenEvent, due: float, now: float) -> None:
+        """Show the token in the frame drawn at `now`; the fans hear its entropy from
+        `due`, when the pacing wanted it."""
+
+    def pass_ended(self, due: float) -> None:
+        """The pass is whole: the fans settle, the pass is kept."""
+
+    def cleared(self) -> None:
+        """The faded page is gone."""
+
+
+def perform(cues: Iterable[Cue], stage: Stage, now: float) -> bool:
+    """Act on each cue of the frame drawn at `now`, in order; True when the page was
+    cleared (a pass boundary, where new settings may take effect). A fade needs no
+    action: it is the page's opacity."""
+    boundary = False
+    for cue in cues:
+        if cue.kind == "reveal":
+            stage.reveal(cue.token, cue.at, now)
+        elif cue.kind == "pass_end":
+            stage.pass_ended(cue.at)
+        elif cue.kind == "clear":
+            stage.cleared()
+            boundary = True
+    return boundary
 
 
 class Conductor:
