@@ -69,6 +69,18 @@ def test_roles_use_only_the_shared_top_level_modules():
                     assert target[0] in TOP_SHARED, f"{path.relative_to(PACKAGE)} imports {target[0]}"
 
 
+def test_the_shared_modules_import_no_role():
+    """config, events, errors, schema and lifecycle are what the roles meet through: they
+    may use each other, never a role nor the modules that tie the roles together."""
+    crossings = []
+    for name in sorted(TOP_SHARED):
+        path = PACKAGE / f"{name}.py"
+        for target in imported_parts(path):
+            if target and target[0] not in TOP_SHARED:
+                crossings.append(f"{name}.py imports {'.'.join(target)}")
+    assert not crossings, "\n".join(crossings)
+
+
 def test_the_walker_sees_a_crossing(tmp_path):
     """The check itself can fail: a room module importing the model is caught."""
     fake = PACKAGE / "room" / "_probe_crossing.py"

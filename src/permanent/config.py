@@ -7,6 +7,7 @@ everything up front (see `schema`), so a typo stops the program before anything 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,53 @@ from typing import Literal, Optional, Union
 from .schema import bounded, load_yaml_file
 
 Colour = tuple[int, int, int]
+
+
+# The formats of two kinds of value, here so that checking a setting needs no role:
+# the screen reads chords with them, the opening hours times of day.
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_time(text: str) -> dt.time:
+    """'10:00' or '18:30:15' -> a time of day; ValueError with a readable message if not."""
+    try:
+        parts = [int(p) for p in text.split(":")]
+        if len(parts) not in (2, 3):
+            raise ValueError
+        return dt.time(*parts)
+    except (ValueError, TypeError):
+        raise ValueError(f"{text!r} is not a time of day like 10:00 or 18:30") from None
+
+
+_MODIFIERS = {"ctrl", "shift", "alt", "meta"}
+
+
+@dataclass(frozen=True)
+class Chord:
+    modifiers: frozenset[str]
+    key: str
+
+    def matches(self, key_name: str, held: set[str]) -> bool:
+        return key_name.lower() == self.key and self.modifiers <= held
+
+
+def parse_chord(text: str, check_only: bool = False):
+    """Return a Chord, or with check_only the problem as a sentence (None when fine)."""
+    parts = [p.strip().lower() for p in text.split("+") if p.strip()]
+    problem = None
+    if not parts:
+        problem = "is empty; write keys joined by '+', e.g. ctrl+shift+q."
+    elif parts[-1] in _MODIFIERS:
+        problem = f"ends with the modifier '{parts[-1]}'; end it with a key, e.g. ctrl+shift+q."
+    elif unknown := [p for p in parts[:-1] if p not in _MODIFIERS]:
+        problem = (f"'{unknown[0]}' is not a modifier; use ctrl, shift, alt or meta "
+                   "before the final key.")
+    if check_only:
+        return problem
+    if problem:
+        raise ValueError(f"quit chord {text!r} {problem}")
+    return Chord(frozenset(parts[:-1]), parts[-1])
 
 
 @dataclass(frozen=True)
@@ -113,7 +161,6 @@ class DisplayConfig:
                 return key, "each channel must be from 0 to 255."
         if min(self.window_size) < 64:
             return "window_size", "must be at least 64 x 64 pixels."
-        from .screen.keys import parse_chord  # deferred: keys imports pygame only when needed
         problem = parse_chord(self.quit_chord, check_only=True)
         if problem:
             return "quit_chord", problem
@@ -156,7 +203,6 @@ class HoursConfig:
     transition_seconds: float = bounded(8.0, ge=0.0, le=600.0)  # fade at opening and closing
 
     def validate(self):
-        from .care.hours import DAYS, parse_time
         for key in ("opens", "closes"):
             try:
                 parse_time(getattr(self, key))

@@ -5,19 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Callable, Optional
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def parse_time(text: str) -> dt.time:
-    """'10:00' or '18:30:15' -> a time of day; ValueError with a readable message if not."""
-    try:
-        parts = [int(p) for p in text.split(":")]
-        if len(parts) not in (2, 3):
-            raise ValueError
-        return dt.time(*parts)
-    except (ValueError, TypeError):
-        raise ValueError(f"{text!r} is not a time of day like 10:00 or 18:30") from None
-
+from ..config import DAYS, parse_time
 
 def is_open(now: dt.datetime, days: list[str], opens: str, closes: str) -> bool:
     """Open from `opens` to `closes` on `days`; a closing time before the opening time

@@ -1,37 +1,11 @@
-"""Key chords such as "ctrl+shift+q", so a visitor's stray key never ends the piece."""
+"""Which keys end the piece, so a visitor's stray key never does.
+
+A chord such as "ctrl+shift+q" is a setting; its format is `config.parse_chord`'s.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-_MODIFIERS = {"ctrl", "shift", "alt", "meta"}
-
-
-@dataclass(frozen=True)
-class Chord:
-    modifiers: frozenset[str]
-    key: str
-
-    def matches(self, key_name: str, held: set[str]) -> bool:
-        return key_name.lower() == self.key and self.modifiers <= held
-
-
-def parse_chord(text: str, check_only: bool = False):
-    """Return a Chord, or with check_only the problem as a sentence (None when fine)."""
-    parts = [p.strip().lower() for p in text.split("+") if p.strip()]
-    problem = None
-    if not parts:
-        problem = "is empty; write keys joined by '+', e.g. ctrl+shift+q."
-    elif parts[-1] in _MODIFIERS:
-        problem = f"ends with the modifier '{parts[-1]}'; end it with a key, e.g. ctrl+shift+q."
-    elif unknown := [p for p in parts[:-1] if p not in _MODIFIERS]:
-        problem = (f"'{unknown[0]}' is not a modifier; use ctrl, shift, alt or meta "
-                   "before the final key.")
-    if check_only:
-        return problem
-    if problem:
-        raise ValueError(f"quit chord {text!r} {problem}")
-    return Chord(frozenset(parts[:-1]), parts[-1])
+from ..config import parse_chord
 
 
 def held_modifiers(mod_state: int) -> set[str]:
