@@ -106,20 +106,17 @@ def test_cli_names_a_missing_preset_with_its_line(tmp_path):
     assert "closet" in done.stderr and "hall" in done.stderr
 
 
-def test_cli_names_a_missing_model_folder(tmp_path):
+@pytest.mark.parametrize("name, said", [
+    ("./weights/here", ("line 2: model.name: the folder", "weights/here does not exist")),
+    ("someone/not-in-this-cache",
+     ("line 2: model.name: model 'someone/not-in-this-cache' is not in the local",)),
+], ids=["missing folder", "model id not cached"])
+def test_cli_names_a_model_it_cannot_find(tmp_path, name, said):
     path = tmp_path / "config.yaml"
-    path.write_text("model:\n  name: ./weights/here\n")
+    path.write_text(f"model:\n  name: {name}\n")
     done = run_cli("--config", str(path), "--windowed")
     assert done.returncode == 1
-    assert "line 2: model.name: the folder" in done.stderr and "does not exist" in done.stderr
-
-
-def test_cli_names_a_model_id_that_is_not_cached(tmp_path):
-    path = tmp_path / "config.yaml"
-    path.write_text("model:\n  name: someone/not-in-this-cache\n")
-    done = run_cli("--config", str(path), "--windowed")
-    assert done.returncode == 1
-    assert "line 2: model.name: model 'someone/not-in-this-cache' is not in the local" in done.stderr
+    assert all(part in done.stderr for part in said), done.stderr
     assert "window open" not in done.stderr
 
 
