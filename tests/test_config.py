@@ -82,9 +82,25 @@ def test_broken_yaml_names_the_line():
         load_yaml(Config, "hum:\n  preset: closet\n   volume: 1\n", "config.yaml")
 
 
-def test_yaml_tags_that_run_code_are_refused():
-    with pytest.raises(ConfigError):
-        load_yaml(Config, "model:\n  name: !!python/object/apply:os.system ['true']\n", "c.yaml")
+@pytest.mark.parametrize("text, line, key", [
+    # On a scalar, an unsafe loader imports the module: code of the file's choosing runs.
+    ("model:\n  name: !!python/module:permanent_yaml_probe\n", 2, "model.name"),
+    # On a mapping and on a list, an unsafe loader calls the function with the arguments.
+    ("model: !!python/object/apply:permanent_yaml_probe.ran\n  args: [1]\n", 1, "model"),
+    ("text:\n  openings: !!python/object/apply:permanent_yaml_probe.ran [1]\n", 2,
+     "text.openings"),
+], ids=["scalar", "mapping", "list"])
+def test_yaml_tags_that_run_code_are_refused_before_anything_runs(
+        text, line, key, tmp_path, monkeypatch):
+    probe = tmp_path / "ran"
+    (tmp_path / "permanent_yaml_probe.py").write_text(
+        f"import pathlib\npathlib.Path({str(probe)!r}).touch()\ndef ran(*a): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as refused:
+        load_yaml(Config, text, "c.yaml")
+    assert f"c.yaml, line {line}: {key}: the tag 'tag:yaml.org,2002:python/" in str(refused.value)
+    assert "is not allowed in settings; remove it" in str(refused.value)
+    assert not probe.exists(), "the file's code ran"
 
 
 def test_cli_exits_2_and_starts_nothing_on_a_bad_config(tmp_path):

@@ -19,28 +19,68 @@ import yaml
 
 from .errors import ConfigError
 
+# A settings file is a few kilobytes. Past these it is the wrong file, or anchors and
+# aliases that multiply (a "billion laughs"): refused before anything is built from it.
+MAX_FILE_BYTES = 1 << 20
+MAX_VALUES = 20_000       # nodes visited, each alias counted every time it is reached
+MAX_DEPTH = 32
+
+# The tags YAML's safe loader gives plain values; any other is written in the file.
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in
+               ("str", "int", "float", "bool", "null", "map", "seq")}
+
+
 def load_yaml(cls: type, text: str, source: str, lines: dict | None = None) -> Any:
     """Parse `text` (named `source` in messages) into an instance of dataclass `cls`.
 
     If `lines` is given it is filled with {dotted key path: line number}, so checks made
-    later (does this preset exist?) can still point at the line to fix.
+    later (does this preset exist?) can still point at the line to fix. Whatever is wrong
+    with the text, the error is a ConfigError that names the line.
     """
-    loader = yaml.SafeLoader(text)
     try:
+        loader = yaml.SafeLoader(text)   # it checks every character first
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{source}, line {mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: this is not valid YAML ({e.problem}). "
-                          "Check the indentation and the colon after each key.") from None
+        fix = "Indent with spaces: YAML does not allow tabs." if "'\\t'" in str(e.problem) \
+            else "Check the indentation and the colon after each key."
+        raise ConfigError(f"{where}: this is not valid YAML ({e.problem}). {fix}") from None
+    except yaml.reader.ReaderError as e:   # a character YAML does not allow (a NUL, a control)
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError(f"{source}, line {line}: the character #x{e.character:04x} cannot "
+                          "be in a YAML file. Delete it (the file may be damaged: compare it "
+                          "with the project's config.yaml).") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: this is not valid YAML ({e}).") from None
     try:
         if root is None:  # an empty file means "all defaults"
             return cls()
+        _check_size(root, source)
         if lines is not None:
             _record_lines(root, "", lines)
         return _build(cls, root, "", source, loader)
     finally:
         loader.dispose()
+
+
+def _check_size(root: yaml.Node, source: str) -> None:
+    """Refuse a node graph too deep or too large to be settings, naming where it grew."""
+    visited = 0
+    stack = [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        visited += 1
+        if depth > MAX_DEPTH or visited > MAX_VALUES:
+            what = f"nests values more than {MAX_DEPTH} deep" if depth > MAX_DEPTH else \
+                f"holds more than {MAX_VALUES} values"
+            raise ConfigError(f"{source}, line {line_of(node)}: the file {what}, "
+                              "through anchors and aliases (& and *) or nesting. Settings "
+                              "need neither: write each value out.")
+        if isinstance(node, yaml.MappingNode):
+            stack.extend((child, depth + 1) for pair in node.value for child in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
 
 
 def _record_lines(node, path, lines):
@@ -52,13 +92,29 @@ def _record_lines(node, path, lines):
 
 
 def load_yaml_file(cls: type, path: Path, lines: dict | None = None) -> Any:
+    path = Path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a settings file. Pass the file "
+                              "itself with --config, e.g. config.yaml.")
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file. Pass an existing file with --config, "
                           "or copy config.yaml from the project.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read ({e}).") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e}). Check that it exists "
+                          "and that this user may read it.") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: is larger than {MAX_FILE_BYTES // 1024} KiB, which no "
+                          "settings file is. Is this the right file?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}, line {line}: this is not UTF-8 text (byte "
+                          f"0x{data[e.start]:02x}). Save the file as UTF-8, or retype "
+                          "that line.") from None
     return load_yaml(cls, text, str(path), lines)
 
 
@@ -78,6 +134,9 @@ def _fail(node, path, source, message) -> ConfigError:
 
 def _build(tp, node, path, source, loader):
     try:
+        if node.tag not in _PLAIN_TAGS:
+            raise _Fail(node, f"the tag {node.tag!r} is not allowed in settings; remove it "
+                        "and write the value plainly.")
         return _value(tp, node, path, source, loader)
     except _Fail as f:
         raise _fail(f.node, path, source, f.message) from None
@@ -110,7 +169,8 @@ def _got(node) -> str:
     if isinstance(node, yaml.MappingNode):
         return "a section of keys"
     if isinstance(node, yaml.SequenceNode):
-        return "a list"
+        count = len(node.value)
+        return "an empty list" if not count else f"a list of {count} value{'s' * (count > 1)}"
     return repr(node.value) if node.tag != "tag:yaml.org,2002:null" else "null (empty)"
 
 
@@ -139,7 +199,12 @@ def _value(tp, node, path, source, loader):
                      for i, (a, item) in enumerate(zip(args, node.value)))
     if not isinstance(node, yaml.ScalarNode):
         raise _Fail(node, f"expected {_describe(tp)}, got {_got(node)}.")
-    value = loader.construct_object(node)
+    try:
+        value = loader.construct_object(node)
+    except Exception as e:   # noqa: BLE001 - however PyYAML fails, the value is unreadable
+        # The plain tags too can fail: !!int abc, !!bool 4.5, an integer too long to convert.
+        raise _Fail(node, f"{_got(node)} cannot be read as a value ({_reason(e)}). "
+                    f"Write {_describe(tp)}.")
     if origin is Literal:
         if value not in args:
             raise _Fail(node, f"expected {_describe(tp)}, got {_got(node)}.")
@@ -151,6 +216,11 @@ def _value(tp, node, path, source, loader):
     return value
 
 
+def _reason(e: Exception) -> str:
+    text = getattr(e, "problem", None) or str(e) or type(e).__name__
+    return text.splitlines()[0][:120]
+
+
 def _section(cls, node, path, source, loader):
     if not isinstance(node, yaml.MappingNode):
         raise _Fail(node, f"expected a section of keys, got {_got(node)}.")
@@ -159,6 +229,9 @@ def _section(cls, node, path, source, loader):
     values: dict[str, Any] = {}
     key_nodes: dict[str, yaml.Node] = {}
     for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
+            raise _fail(key_node, path, source, "a key must be a plain name, such as "
+                        f"{next(iter(fields))}: (no tag, list or section before the colon).")
         key = key_node.value
         key_path = f"{path}.{key}" if path else str(key)
         if key not in fields:

@@ -46,5 +46,9 @@ class ConfigWatcher:
         except PermanentError as e:
             log.warning("config edit ignored, still running on the last good settings: %s", e)
             return None
+        except Exception as e:   # noqa: BLE001 - no edit, however broken, may stop the piece
+            log.warning("config edit ignored, still running on the last good settings: "
+                        "%s could not be read (%s: %s)", self.path, type(e).__name__, e)
+            return None
         log.info("config.yaml changed: the new settings apply from the next pass")
         return config
