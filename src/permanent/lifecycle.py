@@ -2,7 +2,8 @@
 back to the system, and when it crashes is started again after waits that grow; every
 process leaves at once when it is done.
 
-Both the hum's process and the model's use these; neither knows about the other.
+Both the hum's process and the model's use these: `ChildProcess` for the parent's handle
+on one child, `Supervisor` for keeping one running. Neither knows about the other.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import multiprocessing.util
 import os
 import signal
 import sys
-from typing import NoReturn
+import time
+from typing import Callable, NoReturn, Optional
+
+# Children start in a clean interpreter: no inherited pygame or torch state.
+SPAWN = multiprocessing.get_context("spawn")
 
 
 class Backoff:
@@ -38,6 +43,87 @@ class Backoff:
         delay = self.STEPS[min(self.failures, len(self.STEPS) - 1)]
         self.failures += 1
         return delay
+
+
+class ChildProcess:
+    """The parent's handle on one child process of the piece, started in a clean interpreter.
+
+    It owns the queues it is given (made with `SPAWN`): `close_queues` closes them without
+    waiting for anything left in them, once the child is gone.
+    """
+
+    def __init__(self, target: Callable, name: str, args: tuple, queues: tuple = ()):
+        self._queues = queues
+        self._process = SPAWN.Process(target=target, name=name, daemon=True, args=args)
+
+    def start(self):
+        self._process.start()
+        return self
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._process.pid   # None until started
+
+    @property
+    def exitcode(self) -> Optional[int]:
+        return self._process.exitcode
+
+    def is_alive(self) -> bool:
+        return self._process.is_alive()
+
+    def close_queues(self) -> None:
+        for q in self._queues:
+            q.close()
+            q.cancel_join_thread()   # what the child left unread is not worth a wait
+
+
+class Supervisor:
+    """Keeps one child process running: after a crash, a new one replaces it once a
+    `Backoff` wait is over. What counts as a crash, and what a new process needs, is the
+    role's own: it calls `crashed` and gives `_next_process`."""
+
+    def __init__(self, name: str, process: ChildProcess, log: logging.Logger):
+        self.name = name   # how the log lines call it: "hum", "model"
+        self.process = process
+        self._log = log
+        self._backoff = Backoff()
+        self._restart_at: Optional[float] = None
+
+    def start(self):
+        self.process.start()
+        self._backoff.running_since(time.monotonic())
+        return self
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.process.pid
+
+    @property
+    def restart_pending(self) -> bool:
+        return self._restart_at is not None
+
+    def crashed(self, now: float, cause: str) -> None:
+        """The process died or hung (`cause` says which, for the log): restart it after the
+        next wait of the backoff."""
+        delay = self._backoff.delay(now)
+        self._log.warning("%s process %s; restarting in %.0f s", self.name, cause, delay)
+        self._restart_at = now + delay
+
+    def restart_when_due(self, now: float) -> bool:
+        """While a restart is pending, True, and once its wait is over the new process
+        replaces the old; False when none is pending."""
+        if self._restart_at is None:
+            return False
+        if now >= self._restart_at:
+            self._restart_at = None
+            self.process = self._next_process()
+            self._backoff.running_since(now)
+            self._log.info("%s process restarted (pid %s)", self.name, self.process.pid)
+        return True
+
+    def _next_process(self) -> ChildProcess:
+        """The started process that replaces one that crashed; the old one is the role's to end."""
+        raise NotImplementedError
 
 
 @functools.cache

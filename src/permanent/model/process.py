@@ -18,40 +18,26 @@ from typing import Optional
 
 from ..config import Config, TextConfig
 from ..events import Status, TokenEvent
-from ..lifecycle import Backoff, die_with_parent, exit_now, kill_and_reap
+from ..lifecycle import (SPAWN, ChildProcess, Supervisor, die_with_parent, exit_now,
+                         kill_and_reap)
 
 log = logging.getLogger("permanent.generator")
-_CONTEXT = mp.get_context("spawn")
 QUEUE_TOKENS = 256   # about a pass ahead of the screen: enough slack, bounded memory
 
 
-class ModelProcess:
+class ModelProcess(ChildProcess):
     def __init__(self, config: Config, status: mp.Queue, first_pass_id: int = 0,
                  first_pass_tokens: Optional[int] = None):
-        self._tokens: mp.Queue = _CONTEXT.Queue(maxsize=QUEUE_TOKENS)
-        self._settings: mp.Queue = _CONTEXT.Queue(maxsize=4)
-        self._stop = _CONTEXT.Event()
+        self._tokens: mp.Queue = SPAWN.Queue(maxsize=QUEUE_TOKENS)
+        self._settings: mp.Queue = SPAWN.Queue(maxsize=4)
+        self._stop = SPAWN.Event()
         # Monotonic time of its last sign of life: a token written, or a wait on a full queue.
-        self.heartbeat = _CONTEXT.Value("d", time.monotonic(), lock=False)
-        self._process = _CONTEXT.Process(
-            target=_main, name="permanent-model", daemon=True,
-            args=(config, self._tokens, self._settings, status, self._stop, self.heartbeat,
-                  logging.getLogger().level, first_pass_id, first_pass_tokens))
-
-    def start(self) -> "ModelProcess":
-        self._process.start()
-        return self
-
-    @property
-    def pid(self):
-        return self._process.pid
-
-    @property
-    def exitcode(self):
-        return self._process.exitcode
-
-    def is_alive(self) -> bool:
-        return self._process.is_alive()
+        self.heartbeat = SPAWN.Value("d", time.monotonic(), lock=False)
+        super().__init__(
+            _main, "permanent-model",
+            (config, self._tokens, self._settings, status, self._stop, self.heartbeat,
+             logging.getLogger().level, first_pass_id, first_pass_tokens),
+            queues=(self._tokens, self._settings))
 
     def take(self) -> Optional[TokenEvent]:
         try:
@@ -72,40 +58,33 @@ class ModelProcess:
 
     def stop(self, timeout: float = 1.0) -> None:
         """End it now: a model process holds nothing worth saving, so no need to wait."""
-        if self._process.pid is None:
+        if self.pid is None:
             return
         self._stop.set()
         kill_and_reap(self._process)
         self._process.join(timeout=timeout)
-        for q in (self._tokens, self._settings):
-            q.close()
-            q.cancel_join_thread()
+        self.close_queues()
 
 
-class ModelSupervisor:
+class ModelSupervisor(Supervisor):
     """Keeps a model process running: a crash or a hang after a good start means a restart
     with backoff (the hum and the screen carry on); a model that never loads is an error."""
 
+    process: ModelProcess
+
     def __init__(self, config: Config, status: mp.Queue, first_pass_tokens: Optional[int] = None):
         self.config, self.status = config, status
-        self.process = ModelProcess(config, status, 0, first_pass_tokens)
+        super().__init__("model", ModelProcess(config, status, 0, first_pass_tokens), log)
         self.ever_ready = False
         self._process_ready = False
-        self._backoff = Backoff()
-        self._restart_at: Optional[float] = None
         self._drained = self._interrupt_reported = False
         self._next_pass_id = 0   # new processes continue the numbering: passes never mix
-
-    def start(self) -> "ModelSupervisor":
-        self.process.start()
-        self._backoff.running_since(time.monotonic())
-        return self
 
     def take(self) -> Optional[TokenEvent]:
         token = self.process.take()
         if token is not None:
             self._next_pass_id = max(self._next_pass_id, token.pass_id + 1)
-        elif self._restart_at is not None and not self._drained:
+        elif self.restart_pending and not self._drained:
             self._drained = True   # everything the dead process wrote has been taken
         return token
 
@@ -133,16 +112,7 @@ class ModelSupervisor:
     def watch(self, now: float) -> bool:
         """Restart a dead or hung model process when its backoff is over; False if the
         model never loaded at all (a configuration problem, not a crash)."""
-        if self._restart_at is not None:
-            if now >= self._restart_at:
-                self._restart_at = None
-                self._drained = True   # whatever it wrote and was not shown yet is gone now
-                self.process.stop(timeout=0.1)
-                self._process_ready = False
-                self.process = ModelProcess(self.config, self.status,
-                                                self._next_pass_id).start()
-                self._backoff.running_since(now)
-                log.info("model process restarted (pid %s)", self.process.pid)
+        if self.restart_when_due(now):
             return True
         if self.process.pid is None:
             return True
@@ -156,12 +126,16 @@ class ModelSupervisor:
             return False
         else:
             cause = f"died (exit code {self.process.exitcode})"
-        delay = self._backoff.delay(now)
-        log.warning("model process %s; restarting in %.0f s", cause, delay)
         # Its queue stays open until the restart: what it wrote before dying still shows.
-        self._restart_at = now + delay
+        self.crashed(now, cause)
         self._drained = self._interrupt_reported = False
         return True
+
+    def _next_process(self) -> ModelProcess:
+        self._drained = True   # whatever it wrote and was not shown yet is gone now
+        self.process.stop(timeout=0.1)
+        self._process_ready = False
+        return ModelProcess(self.config, self.status, self._next_pass_id).start()
 
     def stop(self) -> None:
         self.process.stop()

@@ -14,45 +14,31 @@ import queue
 import signal
 import time
 
-from typing import Optional
-
 from ..config import Config
 from ..events import Status
-from ..lifecycle import Backoff, die_with_parent, exit_now
+from ..lifecycle import SPAWN, ChildProcess, Supervisor, die_with_parent, exit_now
 
 log = logging.getLogger("permanent.audio")
-_CONTEXT = mp.get_context("spawn")   # a clean interpreter: no inherited pygame or torch state
 
 
-class AudioProcess:
+class AudioProcess(ChildProcess):
     """The parent's handle on the hum. Every method returns at once and never raises."""
 
     def __init__(self, config: Config, status: mp.Queue):
         self.config = config
-        self._commands: mp.Queue = _CONTEXT.Queue(maxsize=64)
-        self._process = _CONTEXT.Process(
-            target=_main, name="permanent-hum", daemon=True,
-            args=(config, self._commands, status, logging.getLogger().level))
+        self._commands: mp.Queue = SPAWN.Queue(maxsize=64)
+        super().__init__(_main, "permanent-hum",
+                         (config, self._commands, status, logging.getLogger().level),
+                         queues=(self._commands,))
         self.silent = not config.audio.enabled
 
     def start(self) -> "AudioProcess":
         if not self.silent:
-            self._process.start()
+            super().start()
         return self
 
-    @property
-    def pid(self):
-        return self._process.pid
-
-    @property
-    def exitcode(self):
-        return self._process.exitcode
-
-    def is_alive(self) -> bool:
-        return self._process.is_alive()
-
     def _send(self, name: str, value=0.0) -> None:
-        if self.silent or not self._process.is_alive():
+        if self.silent or not self.is_alive():
             return
         try:
             self._commands.put_nowait((name, value))
@@ -79,36 +65,26 @@ class AudioProcess:
 
     def stop(self, fade_seconds: float) -> None:
         """Fade out, then end the process; waits at most the fade plus a moment."""
-        if self._process.pid is None:
+        if self.pid is None:
             return
         self._send("stop", fade_seconds)
         self._process.join(timeout=fade_seconds + heard_after(self.config.audio) + 0.5)
-        if self._process.is_alive():
+        if self.is_alive():
             log.warning("the hum did not stop after its fade; ending it")
             self._process.kill()
             self._process.join(timeout=1.0)
-        self._commands.close()
-        self._commands.cancel_join_thread()
+        self.close_queues()
 
 
-class HumSupervisor:
+class HumSupervisor(Supervisor):
     """Keeps the hum playing: an audio process that dies is started again (fading in)."""
+
+    process: AudioProcess
 
     def __init__(self, config: Config, status: mp.Queue):
         self.config, self.status = config, status
-        self.process = AudioProcess(config, status)
-        self._backoff = Backoff()
-        self._restart_at: Optional[float] = None
+        super().__init__("hum", AudioProcess(config, status), log)
         self.volume = config.hum.volume
-
-    def start(self) -> "HumSupervisor":
-        self.process.start()
-        self._backoff.running_since(time.monotonic())
-        return self
-
-    @property
-    def pid(self):
-        return self.process.pid
 
     def show_token(self, entropy_bits: float) -> None:
         self.process.show_token(entropy_bits)
@@ -133,24 +109,20 @@ class HumSupervisor:
             self.process.change_room(config)
 
     def watch(self, now: float) -> None:
-        if self._restart_at is not None:
-            if now >= self._restart_at:
-                self._restart_at = None
-                self.process = AudioProcess(self.config, self.status).start()
-                self._backoff.running_since(now)
-                if self.volume != self.config.hum.volume:
-                    self.process.set_volume(self.volume, self.config.hum.fade_in_seconds)
-                log.info("hum process restarted (pid %s)", self.process.pid)
+        if self.restart_when_due(now):
             return
         process = self.process
         if process.silent or process.pid is None or process.is_alive():
             return
         if process.exitcode == 0:
             return   # it ended on purpose (no device: the piece is silent)
-        delay = self._backoff.delay(now)
-        log.warning("hum process died (exit code %s); restarting in %.0f s",
-                    process.exitcode, delay)
-        self._restart_at = now + delay
+        self.crashed(now, f"died (exit code {process.exitcode})")
+
+    def _next_process(self) -> AudioProcess:
+        process = AudioProcess(self.config, self.status).start()   # the dead one holds nothing
+        if self.volume != self.config.hum.volume:
+            process.set_volume(self.volume, self.config.hum.fade_in_seconds)
+        return process
 
     def stop(self, fade_seconds: float) -> None:
         self.process.stop(fade_seconds)
