@@ -133,8 +133,8 @@ def _libc() -> ctypes.CDLL:
 
 def release_freed_memory() -> None:
     """Hand memory that Python has freed back to the system. glibc keeps freed blocks in
-    its arenas: without this the model process stayed about 280 MiB larger after packing
-    its weights, and a first run that converts the model peaked higher when loading it."""
+    its arenas: without this the model process stays hundreds of MiB larger after packing
+    its weights, and a first run that converts the model peaks higher when loading it."""
     gc.collect()
     if sys.platform.startswith("linux"):
         try:
@@ -164,8 +164,8 @@ def kill_and_reap(process) -> None:
     """SIGKILL a child process (a multiprocessing.Process) and free its memory from here.
 
     A killed process frees its memory itself, at its own priority: the model runs at
-    nice 19, and on a core shared with a busy process its 600 MB took 1.6-2.2 s to go.
-    process_mrelease (Linux 5.15) frees them in the caller's time instead: 0.05-0.3 s.
+    nice 19, and on a core shared with a busy process its memory takes seconds to go.
+    process_mrelease (Linux 5.15) frees it in the caller's time instead, at once.
     Without it (an older kernel, another system) this is a plain kill.
     """
     if not hasattr(os, "pidfd_open"):
@@ -189,8 +189,8 @@ def exit_now(code: int) -> NoReturn:
 
     The interpreter's own exit tears down every module and runs every atexit handler
     (pygame's quit among them: SDL again, on a window a screensaver host may have
-    destroyed). That is little CPU, but a hack runs niced, and on a busy core it took
-    0.45 s after `stopped` here, over a second on a slower machine. What must still
+    destroyed). That is little CPU, but a hack runs niced, and on a busy core it can take
+    longer than a screensaver host waits. What must still
     happen is done first: multiprocessing's finalizers (queue threads, and the semaphores
     the resource tracker would otherwise report as leaked) and the logs' last lines.
     """

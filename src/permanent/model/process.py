@@ -141,7 +141,7 @@ class ModelSupervisor(Supervisor):
         self.process.stop()
 
 
-MODEL_NICENESS = 19   # the lowest: measured frame p99 7.5 ms at 19, 8.3 at 10, 8-12 at 0
+MODEL_NICENESS = 19   # the lowest: frames and audio buffers never wait for the model
 
 
 def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue, stop,
@@ -192,7 +192,7 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
             heartbeat.value = time.monotonic()
             while True:
                 if stop.is_set() or (parent is not None and not parent.is_alive()):
-                    exit_now(0)   # nothing to save; the teardown of torch alone took 0.7 s
+                    exit_now(0)   # nothing to save, and torch's own teardown is slow
                 try:
                     tokens.put(event, timeout=0.2)
                     break

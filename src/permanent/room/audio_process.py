@@ -193,8 +193,8 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
             leaving.append((time.monotonic() + value.hum.fade_in_seconds + 0.1, hum))
             hum = Hum(load_preset(value.hum.preset, value.base_dir), value.hum).start()
         elif name == "stop":
-            # Logged, as is the close below: a stop that overruns its wait (seen once in
-            # CI, 0.83 s against 0.3) then shows whether the word came late or the close.
+            # Logged, as is the close below: a stop that overruns its wait then shows
+            # whether the word came late or the close was slow.
             log.info("hum fading out over %.2f s", value)
             hum.fade_out(value)
             time.sleep(value + heard_after(audio))   # the ramp played out, not only computed
@@ -211,7 +211,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
 def heard_after(audio) -> float:
     """Seconds from pyo computing a sample to the speakers playing it, with a margin.
     pyo runs ahead of what is heard by the stream's buffers, and stopping the stream drops
-    them: with 2048-frame buffers a 50 ms margin cut the fade-out at 0.013, not at 0."""
+    them: a margin shorter than those buffers cuts the fade-out before it reaches 0."""
     return 0.05 + 4 * audio.buffer_size / audio.sample_rate
 
 
