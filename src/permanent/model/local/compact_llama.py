@@ -25,7 +25,8 @@ from collections import OrderedDict
 import torch
 from torch.nn import functional as F
 
-from .weight_packing import PackedLinear, Packing, output_packing
+from .kernels import Packing
+from .weight_packing import PackedLinear, output_packing
 
 SUPPORTED = {"llama", "qwen2"}
 

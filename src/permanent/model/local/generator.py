@@ -23,9 +23,8 @@ from .store import ModelSource
 from .sampling import TokenSampler
 from ..voice.adapter import BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice, read_corpus, resolve_voice
 from ...lifecycle import release_freed_memory
-from . import int4_kernel
 from ..voice import prompt as voice
-from . import warm_start
+from . import kernels, warm_start
 
 log = logging.getLogger("permanent.generator")
 def pick_device(wanted: str) -> torch.device:
@@ -88,11 +87,11 @@ class LocalGenerator:
         self.voice = "none" if voice_folder is None else \
             "builtin" if voice_folder == BUILTIN_VOICE else str(voice_folder)
         self.location = Path(source.location)
-        # The int4 kernel decides the packed layout: where it could run here and now can't
-        # (threads, compiler), a file written for it must not be read.
+        # The kernel choice decides the packed layout: where the project's kernel could
+        # run here and now can't (threads, compiler), a file written for it must not be read.
         settings = (model_settings.runtime, model_settings.weights, model_settings.dtype,
                     model_settings.trust_remote_code, packing, str(dtype),
-                    packing == "int4" and int4_kernel.unavailable(int4_kernel.PAIR))
+                    kernels.layout_key(packing))
         self.warm_key = warm_start.warm_key(self.location, voice_folder, repr(settings),
                                             self.device)
         self.warm_kept = False

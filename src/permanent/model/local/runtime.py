@@ -14,7 +14,8 @@ from torch import nn
 
 from .compact_llama import CompactLlama, Unsupported, unsupported_reason
 from ...config import ModelConfig
-from .weight_packing import PackedLinear, Packing, fallback_note, kernel_note, output_packing
+from .kernels import Packing
+from .weight_packing import PackedLinear, fallback_note, kernel_note, output_packing
 
 
 class ModelForward(Protocol):
