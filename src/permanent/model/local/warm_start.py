@@ -1,10 +1,10 @@
 """A loaded model kept on disk as it is held in memory, so the next start skips the work.
 
-Loading the usual way imports transformers (about 2 s on a 2-core machine), reads the
-float weights, packs them to 4 bits, hangs the voice beside them and reads the system
-prompt (another half second). After its first pass the model process writes what it
-then holds, the packed weights, the voice, the rotary tables and the system prompt's
-keys and values, to one safetensors file; a later start with the same model, voice,
+Loading the usual way imports transformers, reads the float weights, packs them to 4
+bits, hangs the voice beside them and reads the system prompt, each of which takes a
+while on a small CPU. After its first pass the model process writes what it then holds,
+the packed weights, the voice, the rotary tables and the system prompt's keys and
+values, to one safetensors file; a later start with the same model, voice,
 settings, torch, CPU and code reads that file and starts writing at once. The tokenizer
 is the model's own `tokenizer.json`, read by `tokenizers` (the library under
 transformers' fast tokenizers).
@@ -35,7 +35,7 @@ log = logging.getLogger("permanent.generator")
 
 FORMAT = 1
 KEPT = 2
-INTERRUPTED_AFTER = 600   # seconds: a write takes one or two
+INTERRUPTED_AFTER = 600   # seconds: far longer than a write takes
 # What the file's layout follows, a change to any of it a new name: how it is written,
 # how the compact decoder holds its weights, how they are packed, and the kernels' code.
 _CODE = (Path(__file__), *(Path(module.__file__) for module in (compact_llama, weight_packing)),
@@ -179,7 +179,7 @@ def save(key: str, forward, tokenizer, meta: dict, prompt_ids: list[int]) -> Opt
 def _prune(folder: Path, current: str) -> None:
     """The latest KEPT files stay; older ones go, and so do writes a stop cut short: the
     model process is killed the moment the piece ends, and a warm start being written
-    then leaves its temporaries (190 MB for the embedded model) behind. Another piece may
+    then leaves its temporaries (as large as the packed model) behind. Another piece may
     be writing its own just now, so only those older than any write are taken."""
     older = sorted((f for f in folder.glob("*.safetensors") if f.stem != current),
                    key=lambda f: f.stat().st_mtime, reverse=True)
