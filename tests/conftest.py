@@ -79,8 +79,8 @@ def torch_threads():
 def torch_on_avx2(monkeypatch):
     """As on a CPU where torch runs its AVX2 kernels, where the project's int4 kernel
     takes over from torch's: it then runs whatever this CPU has (it is AVX2 code)."""
-    from permanent.model.local import int4_kernel
-    monkeypatch.setattr(int4_kernel, "torch_has_avx512", lambda: False)
+    from permanent.model.local import kernels
+    monkeypatch.setattr(kernels, "torch_has_avx512", lambda: False)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from permanent.model.local import int4_kernel, store as model_store
+from permanent.model.local import int4_kernel, kernels, store as model_store
 from permanent.model.local.weight_packing import PackedLinear
 
 
@@ -39,7 +39,7 @@ def test_products_match_float64_more_closely_than_bfloat16_inputs_would(
     """Each input is held to about 15 bits of its block's largest value: measured 30
     times closer to float64 than bfloat16 inputs, and still closer where one input in a
     block is 40 times the rest (real models have such activations)."""
-    assert int4_kernel.unavailable(in_features) is None
+    assert kernels.own_kernel_unavailable(in_features) is None
     (weight, scales), exact_weights = grid_weights(out_features, in_features)
     x = torch.randn(rows, in_features, generator=torch.Generator().manual_seed(1))
     x[:, 5] *= outlier
@@ -80,7 +80,7 @@ def test_a_packed_layer_runs_on_it_when_one_thread_multiplies(one_thread):
 
 
 def test_torch_s_avx_512_kernel_is_kept_where_it_runs(monkeypatch, one_thread):
-    monkeypatch.setattr(int4_kernel, "torch_has_avx512", lambda: True)
+    monkeypatch.setattr(kernels, "torch_has_avx512", lambda: True)
     packed = PackedLinear([torch.nn.Linear(576, 960)], "int4")
     assert packed.kernel == "torch"
     assert packed.kernel_note == "torch's AVX-512 build of it runs here"
@@ -91,18 +91,19 @@ def test_it_is_built_once_and_without_a_compiler_torch_s_kernel_runs(
     monkeypatch.setattr(model_store, "cache_root", lambda: tmp_path)
     int4_kernel._library.cache_clear()
     try:
-        assert int4_kernel.unavailable(576) is None
+        assert kernels.own_kernel_unavailable(576) is None
         built = list((tmp_path / "kernels").glob("int4_kernel-*.so"))
         assert len(built) == 1 and not list((tmp_path / "kernels").glob("*.part"))
         stamp = built[0].stat().st_mtime_ns
         int4_kernel._library.cache_clear()   # as the next start: loaded, not built again
         monkeypatch.setenv("CC", "/nonexistent/cc")
-        assert int4_kernel.unavailable(576) is None and built[0].stat().st_mtime_ns == stamp
+        assert kernels.own_kernel_unavailable(576) is None
+        assert built[0].stat().st_mtime_ns == stamp
 
         built[0].unlink()
         int4_kernel._library.cache_clear()
         with caplog.at_level(logging.WARNING, logger="permanent.generator"):
-            why = int4_kernel.unavailable(576)
+            why = kernels.own_kernel_unavailable(576)
         assert why.startswith("no C compiler ('/nonexistent/cc' is not on PATH)")
         assert "apt install gcc" in why and why in caplog.text
         packed = PackedLinear([torch.nn.Linear(576, 64)], "int4")
@@ -119,7 +120,7 @@ def test_a_compiler_that_fails_or_a_cache_that_cannot_be_written_is_reported(one
     monkeypatch.setenv("CC", str(failing))
     int4_kernel._library.cache_clear()
     try:
-        why = int4_kernel.unavailable(576)
+        why = kernels.own_kernel_unavailable(576)
         assert why == f"{failing} failed on int4_kernel.c: cc: cannot write output"
         assert not list((tmp_path / "kernels").iterdir())   # nothing half-built left
         # A cache that cannot be written: torch's kernel, and the reason, not a crash.
@@ -128,6 +129,6 @@ def test_a_compiler_that_fails_or_a_cache_that_cannot_be_written_is_reported(one
         monkeypatch.setattr(model_store, "cache_root", lambda: blocked)
         monkeypatch.delenv("CC")
         int4_kernel._library.cache_clear()
-        assert int4_kernel.unavailable(576).startswith("no place to build it: [Errno 20]")
+        assert kernels.own_kernel_unavailable(576).startswith("no place to build it: [Errno 20]")
     finally:
         int4_kernel._library.cache_clear()

@@ -15,7 +15,7 @@ from permanent.config import ModelConfig, TextConfig
 from permanent.model.local.generator import load_generator
 from permanent.model.local.runtime import TransformersForward, open_runtime
 from permanent.model.local.sampling import TokenSampler
-from permanent.model.local import weight_packing
+from permanent.model.local import kernels, weight_packing
 from permanent.model.local.weight_packing import INT4_GROUP, PackedLinear
 
 
@@ -176,7 +176,7 @@ def test_a_kernel_that_fails_on_this_cpu_leaves_layers_in_float_and_says_so(monk
         raise RuntimeError("no kernel for this CPU\nmore detail")
 
     monkeypatch.setattr(torch.ops.aten, "_weight_int8pack_mm", unavailable)
-    monkeypatch.setattr(weight_packing, "_KERNEL_CHECKED", {})   # nothing checked yet
+    monkeypatch.setattr(kernels, "_KERNEL_CHECKED", {})   # nothing checked yet
     layer = torch.nn.Linear(64, 32)
     packed = PackedLinear([layer], "int8")
     assert packed.packing == "float"
@@ -251,11 +251,9 @@ def test_a_rotary_the_compact_decoder_cannot_turn_runs_through_transformers():
 
 
 def test_runtime_follows_the_config(embedded_model, tmp_path, monkeypatch):
-    from permanent.model.local import int4_kernel
-
     for avx512, kernel in [(False, "the project's int4 kernel"),
                            (True, "torch's int4 kernel: torch's AVX-512 build of it runs here")]:
-        monkeypatch.setattr(int4_kernel, "torch_has_avx512", lambda: avx512)
+        monkeypatch.setattr(kernels, "torch_has_avx512", lambda: avx512)
         embedded = load_generator(embedded_model, ModelConfig(threads=1), TextConfig())
         assert embedded.runtime.removesuffix(" (warm start)") == \
             f"compact decoder, int4 weights ({kernel}), bfloat16"

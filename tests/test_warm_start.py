@@ -35,9 +35,9 @@ def passes(generator, seed: int, count: int = 2) -> list[str]:
 def test_a_warm_start_writes_exactly_what_the_usual_load_writes(embedded_model, warm_folder,
                                                                 monkeypatch, torch_avx512, kernel):
     """On either int4 kernel, each with its own layout (see int4_kernel)."""
-    from permanent.model.local import int4_kernel
+    from permanent.model.local import kernels
 
-    monkeypatch.setattr(int4_kernel, "torch_has_avx512", lambda: torch_avx512)
+    monkeypatch.setattr(kernels, "torch_has_avx512", lambda: torch_avx512)
     config = dataclasses.replace(Config(), model=dataclasses.replace(Config().model, threads=1))
     usual = load_generator(embedded_model, config.model, config.text)
     assert "warm start" not in usual.runtime and f"({kernel}" in usual.runtime

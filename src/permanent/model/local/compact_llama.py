@@ -25,7 +25,8 @@ from collections import OrderedDict
 import torch
 from torch.nn import functional as F
 
-from .weight_packing import PackedLinear, Packing, output_packing
+from .kernels import Packing
+from .weight_packing import PackedLinear, output_packing
 
 SUPPORTED = {"llama", "qwen2"}
 
@@ -77,7 +78,7 @@ def rotary_pairs_side_by_side(rotated_heads: int, head_dim: int, rows: int) -> t
 
 PACKED = ("qkv", "out", "gate_up", "down")
 MAX_POSITIONS = 32768   # the rotary tables' length, at most: a pass needs a few hundred
-OPENINGS_KEPT = 16      # prefills remembered past the prompt (the piece has 14 openings)
+OPENINGS_KEPT = 16      # prefills remembered past the prompt: more than the piece has openings
 
 
 class CompactLlama:
@@ -172,7 +173,7 @@ class CompactLlama:
                                f"{self.rotary.shape[0]}; lower text.max_tokens")
         shape = (len(self.layers), 2, 1, self.kv_heads, capacity, self.head_dim)
         held, self.cache = self.cache, torch.zeros(shape, dtype=self.dtype, device=self.device)
-        if self.length:   # the system prompt a warm start brought: 0.7 s to compute again
+        if self.length:   # the system prompt a warm start brought, not computed again
             self.cache[:, :, :, :, :self.length] = held[:, :, :, :, :self.length]
 
     def prefill(self, ids: torch.Tensor, capacity: int, keep: int = 1,
@@ -200,8 +201,8 @@ class CompactLlama:
             return self._forward(ids[:, shared:], keep)
         # Past a prompt that stays as it was computed, the same opening reads the same
         # keys and values and gives the same logits: kept, a pass that begins as an
-        # earlier one did skips its prefill (some 60 ms for the embedded model's 8 opening
-        # rows, three steps' time: the 4-bit kernel reads rows almost one at a time).
+        # earlier one did skips its prefill (as long as a few steps: the 4-bit kernel
+        # reads rows almost one at a time).
         key = (tuple(new.tolist()), keep)
         if (kept := self.openings.get(key)) is not None:
             self.openings.move_to_end(key)

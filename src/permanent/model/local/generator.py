@@ -23,9 +23,8 @@ from .store import ModelSource
 from .sampling import TokenSampler
 from ..voice.adapter import BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice, read_corpus, resolve_voice
 from ...lifecycle import release_freed_memory
-from . import int4_kernel
 from ..voice import prompt as voice
-from . import warm_start
+from . import kernels, warm_start
 
 log = logging.getLogger("permanent.generator")
 def pick_device(wanted: str) -> torch.device:
@@ -40,8 +39,8 @@ def pick_device(wanted: str) -> torch.device:
 def pick_threads(wanted: int) -> int:
     """0 (auto): one thread fewer than the cores this process may use, at least one.
     The model runs at the lowest priority, and its threads wait for each other at every
-    layer: on 2 cores with one core busy elsewhere, 2 threads fell from 39.5 to 2.7
-    tokens/s (below the pacing), while 1 thread gave 31.9 quiet and 31.0 busy."""
+    layer: one core kept busy elsewhere stalls them all, far below the pacing, where the
+    threads that leave a core free keep their speed whatever else runs."""
     if wanted:
         return wanted
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -73,7 +72,13 @@ class IncrementalDecoder:
 
 
 class LocalGenerator:
-    """A causal LM from transformers, sampled by a short loop with the KV cache."""
+    """The model on this machine, sampled a token at a time by a short loop over its
+    key/value cache.
+
+    It runs on the compact decoder where the model is Llama-shaped, else on transformers'
+    forward. transformers is imported only for a cold load: a warm start (see
+    `warm_start`) brings the packed weights, the tokenizer and the system prompt's cache
+    without it."""
 
     def __init__(self, source: ModelSource, model_settings: ModelConfig, text: TextConfig,
                  base_dir: Path = Path(".")):
@@ -88,11 +93,11 @@ class LocalGenerator:
         self.voice = "none" if voice_folder is None else \
             "builtin" if voice_folder == BUILTIN_VOICE else str(voice_folder)
         self.location = Path(source.location)
-        # The int4 kernel decides the packed layout: where it could run here and now can't
-        # (threads, compiler), a file written for it must not be read.
+        # The kernel choice decides the packed layout: where the project's kernel could
+        # run here and now can't (threads, compiler), a file written for it must not be read.
         settings = (model_settings.runtime, model_settings.weights, model_settings.dtype,
                     model_settings.trust_remote_code, packing, str(dtype),
-                    packing == "int4" and int4_kernel.unavailable(int4_kernel.PAIR))
+                    kernels.layout_key(packing))
         self.warm_key = warm_start.warm_key(self.location, voice_folder, repr(settings),
                                             self.device)
         self.warm_kept = False
@@ -112,7 +117,7 @@ class LocalGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         options = dict(local_files_only=True, trust_remote_code=model_settings.trust_remote_code)
-        transformers.utils.logging.disable_progress_bar()   # a cached load takes a second
+        transformers.utils.logging.disable_progress_bar()   # a cached load is quick: no bar
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
             model = AutoModelForCausalLM.from_pretrained(

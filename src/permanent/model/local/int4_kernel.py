@@ -3,16 +3,16 @@
 torch's int4 kernel expands each weight to a float before multiplying. Its AVX-512 build
 does that quickly; its AVX2 build, which is what runs on many gallery computers, took
 longer for the piece's largest matrix than a float32 product reading eight times the
-bytes, and held the loop to 0.76 of llama.cpp's speed. This kernel multiplies as
+bytes, and held the loop well below llama.cpp's speed. This kernel multiplies as
 llama.cpp does, in integers, 32 products an instruction, but holds each input to about
 15 bits (a coarse 8-bit level and a fine one) where llama.cpp rounds it to 8: the model's
-distribution moves less than on torch's bfloat16 inputs, not more. Where torch runs its
-AVX2 kernels, the int4 layers run on this one (see `unavailable`).
+distribution moves less than on torch's bfloat16 inputs, not more. Which layers run on it
+is decided in `kernels`.
 
 It is C with AVX2 intrinsics, compiled by the system's C compiler (`$CC`, else `cc`) the
-first time a model loads, in about half a second, into the cache beside the converted
-model; later starts load that file. Without a compiler, or on a CPU without AVX2, FMA and
-F16C, the int4 layers run on torch's kernel, and the runtime's description says why.
+first time a model loads, into the cache beside the converted model; later starts load
+that file. Without a compiler, or on a CPU without AVX2, FMA and F16C, the int4 layers run
+on torch's kernel, and the runtime's description says why.
 
 The weight layout (see `pack`): per output row, each pair of 32-input blocks is 32 bytes,
 the first block's levels (0-15) in the low nibbles and the second's in the high ones,
@@ -102,25 +102,9 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     return library, None
 
 
-def torch_has_avx512() -> bool:
-    """Whether torch runs its AVX-512 kernels here (ATEN_CPU_CAPABILITY can lower them)."""
-    return torch.backends.cpu.get_cpu_capability() == "AVX512"
-
-
-def unavailable(in_features: int) -> str | None:
-    """Why a layer with this many inputs does not run on this kernel here, or None.
-
-    It is for CPUs where torch runs its AVX2 kernels: there the piece's loop ran 1.36
-    times as fast on it, a 1.7B model 1.3-1.6 times. torch's AVX-512 build of its own
-    int4 kernel was as fast for the embedded model and faster for a 1.7B one (its
-    bytes reach the core sooner), so it is kept where it runs. This one runs on one
-    thread: where torch is given more, its own kernel shares the rows out instead."""
-    if in_features % PAIR:
-        return f"{in_features} inputs are not whole pairs of {BLOCK}-input blocks"
-    if (threads := torch.get_num_threads()) != 1:
-        return f"torch runs on {threads} threads and this kernel on one"
-    if torch_has_avx512():
-        return "torch's AVX-512 build of it runs here"
+def why_unavailable() -> str | None:
+    """Why the kernel cannot run on this machine (its CPU, compiler or cache), or None
+    once it is loaded."""
     return _library()[1]
 
 

@@ -14,7 +14,8 @@ from torch import nn
 
 from .compact_llama import CompactLlama, Unsupported, unsupported_reason
 from ...config import ModelConfig
-from .weight_packing import PackedLinear, Packing, fallback_note, kernel_note, output_packing
+from .kernels import Packing
+from .weight_packing import PackedLinear, fallback_note, kernel_note, output_packing
 
 
 class ModelForward(Protocol):
@@ -72,10 +73,10 @@ def choose_packing(settings: ModelConfig, embedded: bool, device: torch.device) 
 
 
 def activation_dtype(settings: ModelConfig, packing: Packing) -> torch.dtype:
-    """auto: bfloat16 beside packed weights, whose kernels take bf16 anyway (measured a
-    few percent faster, the same KL); float32 otherwise, which a CPU runs fastest. The
-    compact decoder keeps its residual stream in float32 whatever this says: the dtype
-    is that of the key/value cache and of what the matrices read."""
+    """auto: bfloat16 beside packed weights, whose kernels take bf16 anyway (a little
+    faster, the same KL); float32 otherwise, which a CPU runs fastest. The compact
+    decoder keeps its residual stream in float32 whatever this says: the dtype is that
+    of the key/value cache and of what the matrices read."""
     if settings.dtype == "auto":
         return torch.bfloat16 if packing != "float" else torch.float32
     return getattr(torch, settings.dtype)

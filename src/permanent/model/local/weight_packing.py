@@ -8,61 +8,42 @@ packed side by side into one matrix, so each costs one kernel call instead of th
 
 int4 keeps a scale and a minimum per group of 32 input weights, exactly the grid of the
 embedded model's GGUF (Q4_1), so re-packing its de-quantized weights loses nothing but
-rounding. int8 keeps one scale per output row. Where torch runs its AVX2 kernels, int4
-runs on the project's own (`int4_kernel`: integer products, as llama.cpp multiplies, on
-inputs held to about 15 bits; float16 scales), else on torch's (bfloat16 inputs, scales).
+rounding. int8 keeps one scale per output row. int4 runs on the project's own kernel
+(`int4_kernel`: integer products, as llama.cpp multiplies, on inputs held to about 15
+bits; float16 scales) or on torch's (bfloat16 inputs, scales); which one, and the packing
+a layer's shape allows, `kernels` decides.
 
 int4+int8 is for the output matrix (hidden state -> vocabulary): int4, and beside it what
 int4 rounded away, in int8 rows, added only to the logits within NEAR_LOGITS of the
 largest (at most half of them, the likeliest). Those are the tokens that can be drawn and
 that carry the entropy; the rest keep int4's rounding, a fraction of a logit on tokens
-e^10 times less likely than the favourite. torch's int4 kernel reads the whole matrix in
-1.9 ms a token here, where its int8 kernel took 7.
+e^10 times less likely than the favourite. The int4 kernel reads the whole matrix in a
+fraction of the time the int8 one would take.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-from . import int4_kernel
+from . import int4_kernel, kernels
+from .kernels import INT4_GROUP, KernelChoice, Packing
 
-Packing = Literal["float", "int8", "int4", "int4+int8"]
-INT4_GROUP = 32
 NEAR_LOGITS = 10.0   # int4+int8: outputs this close to the largest get the 8-bit correction
 NEAR_SHARE = 2       # ... but at most one in this many: the likeliest, when more are near
-# Whether the kernel for (packing, kernel, in_features, out_features) works on this CPU:
-# None, or why not. Its result depends on the shape and the CPU, not on the weights.
-_KERNEL_CHECKED: dict[tuple[str, str, int, int], str | None] = {}
-
-
-def shape_misfit(packing: Packing, in_features: int, out_features: int) -> str | None:
-    """Why the kernel for `packing` cannot take this shape, or None if it can (checked by
-    hand on torch 2.13: the int8 kernel segfaults, rather than raising, when the inputs
-    are not whole multiples of 16)."""
-    if packing.startswith("int4") and in_features % INT4_GROUP:
-        return f"{in_features} inputs are not whole groups of {INT4_GROUP}"
-    if packing.startswith("int4") and out_features % 16:
-        return f"{out_features} outputs are not whole tiles of 16"
-    if packing == "int8" and in_features % 16:
-        return f"{in_features} inputs are not whole multiples of 16"
-    return None
 
 
 def output_packing(packing: Packing) -> Packing:
     """The output matrix keeps about 8 bits where it matters beside 4-bit layers: the
-    embedded model's was Q8_0, and int4 alone moved the distribution twenty times as far.
-    (KL from float32 on corpus text, bits: the output matrix alone in int4 0.078; the
-    whole model with int4 layers and int8 rows 0.0033, with int4+int8 0.0030.)"""
+    embedded model's was Q8_0, and int4 alone moved the distribution (its KL from float32
+    on corpus text) far more than all the other layers in int4 together."""
     return "int4+int8" if packing == "int4" else packing
 
 
 class PackedLinear(nn.Module):
     """y = x W^T + b for one or more `nn.Linear` read side by side, in the packing asked.
 
-    A layer carrying a voice (`low_rank` = (A, B), see `voice_adapter.apply_voice`) adds
+    A layer carrying a voice (`low_rank` = (A, B), see `voice.adapter.apply_voice`) adds
     x A^T B^T: merged into float weights, or run beside packed ones, so the packed weights
     stay on their exact grid and the voice is not rounded away. It is held as (A^T, B^T),
     each contiguous: two plain products, the second with the sum folded in (`addmm`).
@@ -84,44 +65,41 @@ class PackedLinear(nn.Module):
         self.low_rank = low_rank and (low_rank[0].t().contiguous(), low_rank[1].t().contiguous())
         self.out_features, self.in_features = weight.shape
         self.linears = len(layers)   # how many of the model's nn.Linear this one stands for
-        # Why it is held wider than asked (None: as asked). Said in the runtime's
-        # description: a packed model that silently runs in float measures as exact.
-        self.fallback: str | None = None
-        # int4 only: "own" (int4_kernel) or "torch", and why not the own one (None: it is).
-        self.kernel, self.kernel_note = "torch", None
-        if packing != "float" and weight.device.type != "cpu":
-            packing, self.fallback = "float", "the integer kernels are CPU ones"
-        while (misfit := shape_misfit(packing, self.in_features, self.out_features)):
-            packing = "int8" if packing.startswith("int4") else "float"   # the next best that fits
-            self.fallback = self.fallback or misfit
-        self.packing = packing
-        if packing == "float":
+        # How it is held and which kernel runs it (see `kernels`); the fallback is said
+        # in the runtime's description: a packed model that silently runs in float
+        # measures as exact.
+        choice = kernels.choose(packing, self.in_features, self.out_features, weight.device)
+        self._hold(choice)
+        if choice.packing == "float":
             if self.low_rank is not None:
                 a_t, b_t = self.low_rank
                 weight = weight + (a_t @ b_t).t().to(weight.device, weight.dtype)
                 self.low_rank = None
             self.weight = weight
             return
-        if packing == "int8":
+        if choice.packing == "int8":
             self.weight, self.scale = _pack_int8(weight.float())
         else:
-            self.kernel_note = int4_kernel.unavailable(self.in_features)
-            self.kernel = "torch" if self.kernel_note else "own"
             self.weight, self.scale, residual = _pack_int4(
-                weight, packing == "int4+int8", self.kernel == "own")
+                weight, choice.packing == "int4+int8", choice.kernel == "own")
             if residual is not None:
                 self.residual_weight, self.residual_scale = residual
-        shape = (packing, self.kernel, self.in_features, self.out_features)
-        if shape not in _KERNEL_CHECKED:   # once per shape: 12 ms a check, 121 layers
-            _KERNEL_CHECKED[shape] = self._kernel_failure(weight)
-        if (failure := _KERNEL_CHECKED[shape]) is not None:
-            self.packing, self.weight, self.fallback = "float", weight, failure
+        held = kernels.probed(choice, self.in_features, self.out_features,
+                              lambda: self._kernel_failure(weight))
+        if held.packing == "float":   # its kernel fails here: float, the voice beside it
+            self._hold(held)
+            self.weight = weight
+
+    def _hold(self, choice: KernelChoice) -> None:
+        """Take the choice's attributes, as a warm start keeps and restores them."""
+        self.packing, self.kernel = choice.packing, choice.kernel
+        self.kernel_note, self.fallback = choice.kernel_note, choice.fallback
 
     def _packed_matmul(self, x: torch.Tensor, residual: torch.Tensor | None = None):
         """(x W^T, or residual + x W^T in float32 where the kernel adds it as it writes;
         whether it did). x (rows, in) in float32 or bfloat16; the product in bfloat16, or
         float32 from the project's kernel and for int4+int8. torch's kernels take x in
-        bfloat16, the one dtype their int4 runs fast (float32 took 20 times as long)."""
+        bfloat16, the one dtype their int4 runs fast (float32 took many times as long)."""
         if self.kernel == "own" and self.packing == "int4":
             return int4_kernel.linear(x, self.weight, self.scale, residual), residual is not None
         flat = x.to(torch.bfloat16)   # what torch's kernels read, the correction's too
@@ -150,8 +128,8 @@ class PackedLinear(nn.Module):
             return f"the {self.packing} kernel failed here: {str(e).splitlines()[0]}"
         exact = nn.functional.linear(probe.to(weight.dtype), weight).float()
         error = float((packed - exact).norm() / (exact.norm() + 1e-6))
-        # Rounding moves a row by a few percent (int4 on random weights: 6 %, more with
-        # outlying weights); a kernel that reads the packed layout wrongly, by about 140 %.
+        # Rounding moves a row by a few percent (more with outlying weights); a kernel
+        # that reads the packed layout wrongly moves it by more than its own length.
         if not error < 0.5:
             return f"the {self.packing} kernel is {error:.0%} off here"
         return None
@@ -163,10 +141,10 @@ class PackedLinear(nn.Module):
 
     def wide(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """residual + x W^T + b in float32, as the compact decoder's float32 stream holds
-        it; x is (rows, in), in float32 or the kernels' own dtype. A token of the embedded
-        model calls this 121 times, and each torch call costs a few microseconds however
-        small its work: the voice's pair runs in float32 (9 us against 42 in bfloat16),
-        its second product with the sum folded in."""
+        it; x is (rows, in), in float32 or the kernels' own dtype. A token calls this for
+        every packed layer, and each torch call costs a few microseconds however small its
+        work: the voice's pair runs in float32, where such small products are quicker than
+        in bfloat16, its second product with the sum folded in."""
         if self.packing == "float":
             y = nn.functional.linear(x.to(self.weight.dtype), self.weight)
         else:

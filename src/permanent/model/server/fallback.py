@@ -2,7 +2,7 @@
 
 With `model.fallback: embedded` the small model is loaded in the background from the
 start, so a server that dies mid-pass is replaced at the next pass, not after a load.
-The server is asked again after waits that grow (1, 2, 5, 15, 60 s), and written from
+The server is asked again after waits that grow (`lifecycle.Backoff`), and written from
 again as soon as it answers.
 """
 

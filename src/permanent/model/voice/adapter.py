@@ -5,7 +5,7 @@ from the corpus beside it. At load time each adapted layer gets its low-rank pai
 into float weights (W += (alpha / r) * B @ A), or run beside packed 4-bit ones, which keeps
 them on their exact grid (see `apply_voice`). The adapter is peft's format
 (adapter_config.json + adapter_model.safetensors), read here so peft is needed only to
-train; `voice_export` writes it for llama.cpp.
+train; `voice.export` writes it for llama.cpp.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def apply_voice(model, folder: Path, merge: bool) -> int:
 
     merge=True adds (alpha / r) * B @ A to float weights, exactly. merge=False hangs the
     pair on each layer as `low_rank` for `PackedLinear` to run beside packed weights:
-    re-quantizing merged weights to 4 bits moved the distribution by 1.4 bits (KL), as
-    much as the voice itself, while the base weights alone pack losslessly."""
+    re-quantizing merged weights to 4 bits moved the distribution as much as the voice
+    itself does, while the base weights alone pack losslessly."""
     import torch
     from safetensors.torch import load_file
 
