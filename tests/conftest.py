@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,23 @@ def pulse_env(tmp_path_factory):
         time.sleep(0.1)
     yield env
     subprocess.run(["pulseaudio", "--kill"], env=env, stderr=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def recording_the_hum(pulse_env, wav: Path):
+    """Record what reaches the `hum` null sink into `wav` while the block runs. A stream of
+    zeros keeps the sink running, so the recording follows the wall clock."""
+    fmt = ["--rate=48000", "--channels=2", "--format=s16le"]
+    keep_running = subprocess.Popen(["pacat", "--device=hum", "--raw", *fmt],
+                                    stdin=open("/dev/zero", "rb"), env=pulse_env)
+    recorder = subprocess.Popen(["parec", "-d", "hum.monitor", *fmt, "--file-format=wav",
+                                 str(wav)], env=pulse_env)
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)   # parec writes its WAV header on SIGINT
+        recorder.wait(timeout=10)
+        keep_running.kill()
 
 
 @pytest.fixture(scope="session")

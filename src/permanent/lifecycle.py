@@ -15,6 +15,7 @@ import gc
 import logging
 import multiprocessing.util
 import os
+import queue
 import signal
 import sys
 import time
@@ -43,6 +44,39 @@ class Backoff:
         delay = self.STEPS[min(self.failures, len(self.STEPS) - 1)]
         self.failures += 1
         return delay
+
+
+class LatestOfEach:
+    """Commands to a child through its bounded queue, of which none is lost: while the
+    queue is full, each kind's newest value waits here, replacing an older one of that
+    kind, and goes as soon as there is room. Kinds go in the order of their newest
+    sending, so a stop sent last still arrives last."""
+
+    def __init__(self, commands):
+        self._commands = commands
+        self._waiting: dict[str, object] = {}
+
+    def send(self, kind: str, value) -> None:
+        self._waiting.pop(kind, None)
+        self._waiting[kind] = value
+        self.flush()
+
+    def flush(self, timeout: float = 0.0) -> bool:
+        """Put what waits into the queue, waiting up to `timeout` for room; True when
+        nothing is left waiting."""
+        deadline = time.monotonic() + timeout
+        while self._waiting:
+            kind, value = next(iter(self._waiting.items()))
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining > 0:
+                    self._commands.put((kind, value), timeout=remaining)
+                else:
+                    self._commands.put_nowait((kind, value))
+            except queue.Full:
+                return False
+            del self._waiting[kind]
+        return True
 
 
 class ChildProcess:

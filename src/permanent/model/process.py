@@ -18,8 +18,8 @@ from typing import Optional
 
 from ..config import Config, TextConfig
 from ..events import Status, TokenEvent
-from ..lifecycle import (SPAWN, ChildProcess, Supervisor, die_with_parent, exit_now,
-                         kill_and_reap)
+from ..lifecycle import (SPAWN, ChildProcess, LatestOfEach, Supervisor, die_with_parent,
+                         exit_now, kill_and_reap)
 
 log = logging.getLogger("permanent.generator")
 QUEUE_TOKENS = 256   # about a pass ahead of the screen: enough slack, bounded memory
@@ -30,6 +30,7 @@ class ModelProcess(ChildProcess):
                  first_pass_tokens: Optional[int] = None):
         self._tokens: mp.Queue = SPAWN.Queue(maxsize=QUEUE_TOKENS)
         self._settings: mp.Queue = SPAWN.Queue(maxsize=4)
+        self._outbox = LatestOfEach(self._settings)   # the newest settings always arrive
         self._stop = SPAWN.Event()
         # Monotonic time of its last sign of life: a token written, or a wait on a full queue.
         self.heartbeat = SPAWN.Value("d", time.monotonic(), lock=False)
@@ -47,10 +48,11 @@ class ModelProcess(ChildProcess):
 
     def update_text(self, text: TextConfig) -> None:
         """New sampling and prompt settings, used from the next pass the model begins."""
-        try:
-            self._settings.put_nowait(text)
-        except queue.Full:
-            pass
+        self._outbox.send("text", text)
+
+    def flush(self) -> None:
+        """Send settings that waited for room in the queue (called every frame)."""
+        self._outbox.flush()
 
     def kill(self) -> None:
         kill_and_reap(self._process)
@@ -117,6 +119,7 @@ class ModelSupervisor(Supervisor):
         if self.process.pid is None:
             return True
         if self.process.is_alive():
+            self.process.flush()
             silent = now - self.process.heartbeat.value
             if not (self._process_ready and silent > self.config.care.hang_seconds):
                 return True
@@ -175,10 +178,7 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
         heartbeat.value = time.monotonic()   # a pass that waits for a server is not a hang
         if stop.is_set() or (parent is not None and not parent.is_alive()):
             exit_now(0)
-        try:
-            text = settings.get_nowait()   # edited settings, from this pass on
-        except queue.Empty:
-            pass
+        text = _newest_settings(settings, text)   # edited settings, from this pass on
         if pass_id == first_pass_id and first_pass_tokens:
             # A screensaver's first pass is short: something whole appears, and soon.
             generator.update_text(dataclasses.replace(
@@ -198,6 +198,15 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
                     break
                 except queue.Full:
                     heartbeat.value = time.monotonic()   # waiting for the screen is not a hang
+
+
+def _newest_settings(settings: mp.Queue, text: TextConfig) -> TextConfig:
+    """The last of the settings sent since the previous pass (or `text`, if none was)."""
+    while True:
+        try:
+            _kind, text = settings.get_nowait()
+        except queue.Empty:
+            return text
 
 
 def _open_generator(config: Config):

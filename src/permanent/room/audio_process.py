@@ -16,7 +16,8 @@ import time
 
 from ..config import Config
 from ..events import Status
-from ..lifecycle import SPAWN, ChildProcess, Supervisor, die_with_parent, exit_now
+from ..lifecycle import (SPAWN, ChildProcess, LatestOfEach, Supervisor, die_with_parent,
+                         exit_now)
 
 log = logging.getLogger("permanent.audio")
 
@@ -27,6 +28,8 @@ class AudioProcess(ChildProcess):
     def __init__(self, config: Config, status: mp.Queue):
         self.config = config
         self._commands: mp.Queue = SPAWN.Queue(maxsize=64)
+        # Fan targets are thinned to the newest; a volume, a room or a stop is never lost.
+        self._outbox = LatestOfEach(self._commands)
         super().__init__(_main, "permanent-hum",
                          (config, self._commands, status, logging.getLogger().level),
                          queues=(self._commands,))
@@ -40,10 +43,12 @@ class AudioProcess(ChildProcess):
     def _send(self, name: str, value=0.0) -> None:
         if self.silent or not self.is_alive():
             return
-        try:
-            self._commands.put_nowait((name, value))
-        except queue.Full:
-            pass  # the hum is behind; a fan target is only worth its latest value
+        self._outbox.send(name, value)
+
+    def flush(self) -> None:
+        """Send what waited for room in the queue (the supervisor calls this every frame)."""
+        if not self.silent and self.is_alive():
+            self._outbox.flush()
 
     def show_token(self, entropy_bits: float) -> None:
         self._send("token", entropy_bits)
@@ -68,6 +73,8 @@ class AudioProcess(ChildProcess):
         if self.pid is None:
             return
         self._send("stop", fade_seconds)
+        if not self.silent and self.is_alive():
+            self._outbox.flush(timeout=0.2)   # the hum reads its queue at once
         self._process.join(timeout=fade_seconds + heard_after(self.config.audio) + 0.5)
         if self.is_alive():
             log.warning("the hum did not stop after its fade; ending it")
@@ -112,6 +119,7 @@ class HumSupervisor(Supervisor):
         if self.restart_when_due(now):
             return
         process = self.process
+        process.flush()
         if process.silent or process.pid is None or process.is_alive():
             return
         if process.exitcode == 0:
