@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -77,16 +78,28 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
             "cpu_seconds_per_token": round(cpu / tokens, 4)}
 
 
-VARIANTS = [  # (runtime, weights, dtype, threads, note); the first is the reference
-    ("transformers", "float", "float32", 2, "transformers as loaded: the reference"),
-    ("transformers", "float", "bfloat16", 2, "transformers, bf16"),
-    ("transformers", "float", "float32", 2, "transformers, torch.ao int8 dynamic quantization"),
-    ("transformers", "int4", "bfloat16", 2, "transformers, 4-bit weights"),
-    ("auto", "float", "float32", 2, "compact decoder"),
-    ("auto", "int8", "bfloat16", 2, "compact decoder, 8-bit weights"),
-    ("auto", "int4", "float32", 2, "compact decoder, 4-bit weights, fp32 activations"),
-    ("auto", "int4", "bfloat16", 2, "compact decoder, 4-bit weights (the embedded default)"),
-    ("auto", "int4", "bfloat16", 1, "compact decoder, 4-bit weights"),
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the model, as model settings and what is done to it after loading."""
+    runtime: str
+    weights: str
+    dtype: str
+    threads: int
+    note: str
+    int8_dynamic: bool = False   # torch.ao's dynamic int8 quantization of every Linear
+
+
+VARIANTS = [  # the first is the reference
+    Variant("transformers", "float", "float32", 2, "transformers as loaded: the reference"),
+    Variant("transformers", "float", "bfloat16", 2, "transformers, bf16"),
+    Variant("transformers", "float", "float32", 2,
+            "transformers, torch.ao int8 dynamic quantization", int8_dynamic=True),
+    Variant("transformers", "int4", "bfloat16", 2, "transformers, 4-bit weights"),
+    Variant("auto", "float", "float32", 2, "compact decoder"),
+    Variant("auto", "int8", "bfloat16", 2, "compact decoder, 8-bit weights"),
+    Variant("auto", "int4", "float32", 2, "compact decoder, 4-bit weights, fp32 activations"),
+    Variant("auto", "int4", "bfloat16", 2, "compact decoder, 4-bit weights (the embedded default)"),
+    Variant("auto", "int4", "bfloat16", 1, "compact decoder, 4-bit weights"),
 ]
 
 
@@ -110,11 +123,12 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
     text = dataclasses.replace(config.text, seed=1, min_tokens=tokens, max_tokens=tokens)
     reference = written = None
     rows = []
-    for runtime, weights, dtype, threads, note in VARIANTS:
-        settings = dataclasses.replace(config.model, runtime=runtime, weights=weights,
-                                       dtype=dtype, threads=threads)
+    for variant in VARIANTS:
+        settings = dataclasses.replace(config.model, runtime=variant.runtime,
+                                       weights=variant.weights, dtype=variant.dtype,
+                                       threads=variant.threads)
         generator = load_generator(source, settings, text)
-        if "torch.ao" in note:
+        if variant.int8_dynamic:
             generator.forward.model = torch.ao.quantization.quantize_dynamic(
                 generator.forward.model, {torch.nn.Linear}, dtype=torch.qint8)
         pieces = list(generator.write_pass(0))   # also the warm-up
@@ -138,8 +152,8 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
             reference = logp
         kl = (reference.exp() * (reference - logp)).sum(-1) / math.log(2)
         shift = (entropy_bits(logp) - entropy_bits(reference)).abs().mean()
-        rows.append({"runtime": generator.runtime, "threads": threads,
-                     "note": note, "tokens_per_second": round(speed, 1),
+        rows.append({"runtime": generator.runtime, "threads": variant.threads,
+                     "note": variant.note, "tokens_per_second": round(speed, 1),
                      # '' when every layer runs as asked; else which ones did not, and why
                      "fell_back": fallback_note(generator.forward.packed),
                      "kl_bits": float(f"{kl.mean():.2g}"),   # two significant digits
