@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from ..config import Config
+from ..timings import ENVIRONMENT as TIMINGS_VARIABLE, read_timings
 from .machine import describe_machine, machine_line
 
 
@@ -295,75 +295,69 @@ def _seconds_until_gone(family: list[psutil.Process], limit: float = 15.0) -> fl
 
 def measure_startup(config: Config, config_path: Path | None, cold: bool,
                     seconds: float = 30.0, restart: bool = False) -> dict:
-    """Launch the whole piece headless, read its own timings from its log, its processes'
-    peak memory, then end it with SIGTERM, as XScreenSaver or systemd do, and time until
-    every one of its processes is gone."""
+    """Launch the whole piece headless, read the timing events it writes (see `timings`),
+    its processes' peak memory, then end it with SIGTERM, as XScreenSaver or systemd do,
+    and time until every one of its processes is gone."""
     env = dict(os.environ, SDL_VIDEODRIVER=os.environ.get("SDL_VIDEODRIVER", "dummy"))
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as scratch:
         if cold:
             env["XDG_CACHE_HOME"] = cache   # an empty cache: the model is converted first
+        timings = Path(scratch) / "timings.jsonl"
+        env[TIMINGS_VARIABLE] = str(timings)
         # --duration only as a safety: the signal ends it.
         args = [sys.executable, "-m", "permanent", "--windowed", "--duration", str(seconds + 60)]
         if config_path is not None:
             args += ["--config", str(config_path)]
-        if restart:
-            args.append("-v")   # each token shown is logged: the restarted model's first
-        with tempfile.TemporaryFile("w+") as log_file:
-            piece = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
-            time.sleep(seconds)
-            family = _family(piece.pid)
-            peaks = _family_peak_rss(family)
-            restarted = _kill_model_and_wait(log_file) if restart else None
-            piece.send_signal(signal.SIGTERM)
-            gone = _seconds_until_gone(family)
-            piece.wait(timeout=60)
-            log_file.seek(0)
-            log = log_file.read()
+        piece = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        time.sleep(seconds)
+        family = _family(piece.pid)
+        peaks = _family_peak_rss(family)
+        restarted = _kill_model_and_wait(timings) if restart else None
+        piece.send_signal(signal.SIGTERM)
+        gone = _seconds_until_gone(family)
+        piece.wait(timeout=60)
+        events = read_timings(timings)
 
-    def seconds_of(pattern):
-        found = re.search(pattern + r".*?([\d.]+) s after launch", log)
-        return float(found[1]) if found else None
+    def seconds_of(name):   # the first such event, in seconds after launch
+        found = next((e for e in events if e["event"] == name), None)
+        return found["after_launch_s"] if found else None
 
     children = {k: v for k, v in peaks.items() if k.startswith("child")}
     roles = dict(zip(sorted(children, key=lambda k: -children[k]), ("model", "hum")))
     memory = {roles.get(k, k): v for k, v in peaks.items()}
     return {"cache": "cold" if cold else "warm", "exit_code": piece.returncode,
-            "first_frame_seconds": seconds_of(r"first frame drawn"),
-            "hum_seconds": seconds_of(r"hum playing"),
-            "first_token_seconds": seconds_of(r"first token shown"),
-            "silent": "runs silently" in log, "peak_rss_mib": memory,
+            "first_frame_seconds": seconds_of("first_frame"),
+            "hum_seconds": seconds_of("hum_playing"),
+            "first_token_seconds": seconds_of("first_token"),
+            "silent": seconds_of("silent") is not None, "peak_rss_mib": memory,
             "total_peak_rss_mib": round(sum(peaks.values()), 1),
             "processes": len(family), "sigterm_to_gone_seconds": gone,
             "restart_seconds": restarted,
             "hum_fade_out_seconds": config.hum.fade_out_seconds}
 
 
-def _kill_model_and_wait(log_file, limit: float = 60.0) -> dict | None:
+def _kill_model_and_wait(timings: Path, limit: float = 60.0) -> dict | None:
     """Kill the model's process as a crash would; time until the restarted model is ready
     (the supervisor's backoff, 1 s after a first crash, included) and until its first
     token is shown (the cut page's fade and gap included: they are the pacing's)."""
-    log_file.flush()
-    log_file.seek(0)
-    found = re.search(r"model process (\d+)", log_file.read())
-    if not found:
+    opened = next((e for e in read_timings(timings) if e["event"] == "window_open"), None)
+    if opened is None:
         return None
-    killed = time.time()
-    os.kill(int(found[1]), signal.SIGKILL)
+    killed = time.monotonic()   # the events' clock: the system's monotonic one
+    os.kill(opened["model_pid"], signal.SIGKILL)
 
-    def seconds_to(pattern: str, text: str):
-        line = re.search(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+: " + pattern,
-                         text, re.MULTILINE)
-        if line is None:
-            return None
-        at = time.mktime(time.strptime(line[1], "%Y-%m-%d %H:%M:%S")) + int(line[2]) / 1000
-        return round(at - killed, 2)
+    def seconds_to(name: str, events: list[dict]):
+        found = next((e for e in events if e["event"] == name), None)
+        return None if found is None else round(found["monotonic_s"] - killed, 2)
 
-    while time.time() - killed < limit:
+    while time.monotonic() - killed < limit:
         time.sleep(0.1)
-        log_file.seek(0)
-        after = log_file.read().partition("model process restarted")[2]
-        if (shown := seconds_to("shown ", after)) is not None:
-            return {"ready": seconds_to("model ready", after), "first_token": shown}
+        events = read_timings(timings)
+        after = next((events[i + 1:] for i, e in enumerate(events)
+                      if e["event"] == "model_restarted"), [])
+        if (shown := seconds_to("first_token", after)) is not None:
+            return {"ready": seconds_to("model_ready", after), "first_token": shown}
     return None
 
 
