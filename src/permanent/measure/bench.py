@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -378,24 +379,44 @@ def _stdout_to_stderr():
         os.close(real)
 
 
-def run_bench(config: Config, config_path: Path | None = None, as_json: bool = False,
-              cold: bool = True, variants: bool = False, shapes: bool = False,
-              anchor: bool = False) -> int:
+def report(measure: Callable[[dict], dict], show: Callable[[dict], None], as_json: bool,
+           title: str = "permanent bench") -> int:
+    """Describe the machine, `measure(machine)`, and print the results: as JSON alone on
+    standard output, or with `show` under a heading that names the machine."""
     if as_json:   # standard output carries the JSON and nothing else
         with _stdout_to_stderr() as out:
-            results = measure_all(config, config_path, cold, variants, shapes=shapes,
-                                  anchor=anchor)
+            results = measure(describe_machine())
             out.write(json.dumps(results, indent=2) + "\n")
         return 0
     machine = describe_machine()
-    print(f"permanent bench, {time.strftime('%Y-%m-%d')}, {machine_line(machine)}", flush=True)
-    _print_results(measure_all(config, config_path, cold, variants, machine, shapes, anchor),
-                   config)
+    print(f"{title}, {time.strftime('%Y-%m-%d')}, {machine_line(machine)}", flush=True)
+    show(measure(machine))
     return 0
 
 
+def run_bench(config: Config, config_path: Path | None = None, as_json: bool = False,
+              cold: bool = True, variants: bool = False) -> int:
+    """`permanent bench`: the standard set, and every way of running the model if asked."""
+    return report(lambda machine: measure_all(config, config_path, cold, variants, machine),
+                  lambda results: _print_results(results, config), as_json)
+
+
+def run_alone(mode: str, config: Config, as_json: bool = False) -> int:
+    """`permanent bench anchor` or `bench shapes`: that measurement and nothing of the
+    standard set. The anchor times the piece's loop itself, a pass each in turn with
+    llama.cpp; the shapes time the loop on random weights of larger models."""
+    from .anchor import measure_anchor
+    from .shapes import measure_shapes
+
+    measure, show = {"anchor": (measure_anchor, _print_anchor),
+                     "shapes": (measure_shapes, _print_shapes)}[mode]
+    return report(lambda machine: {"machine": machine, "date": time.strftime("%Y-%m-%d"),
+                                   mode: measure(config)},
+                  lambda results: show(results[mode]), as_json, f"permanent bench {mode}")
+
+
 def measure_all(config: Config, config_path: Path | None, cold: bool, variants: bool,
-                machine: dict | None = None, shapes: bool = False, anchor: bool = False) -> dict:
+                machine: dict | None = None) -> dict:
     results = {"machine": machine or describe_machine(),   # first: which machine this is
                "date": time.strftime("%Y-%m-%d"),
                "generator": measure_generator(config),
@@ -409,13 +430,7 @@ def measure_all(config: Config, config_path: Path | None, cold: bool, variants: 
                                                      seconds=60))
     if variants:
         results["variants"] = measure_variants(config)
-    if shapes:
-        from .shapes import measure_shapes
-        results["shapes"] = measure_shapes(config)
     g = results["generator"]
-    if anchor:
-        from .anchor import measure_anchor
-        results["anchor"] = measure_anchor(config)
     # The pace asks for at most tokens_per_second (pauses only lower it).
     headroom = g["tokens_per_second"] / config.pacing.tokens_per_second
     results["verdict"] = {"sustains_pacing": headroom >= 1.0, "headroom": round(headroom, 1)}
@@ -462,23 +477,25 @@ def _print_results(results: dict, config: Config) -> None:
         print(f"  variant           {row['note']}, {threads}{fell}: "
               f"{row['tokens_per_second']} tokens/s, KL {row['kl_bits']} bits, "
               f"entropy moved {row['entropy_shift_bits']} bits")
-    if "shapes" in results:
-        s = results["shapes"]
-        for row in s["rows"]:
-            print(f"  shape {row['shape']:<11} " + (row["error"] if "error" in row else
-                  f"{row['tokens_per_second']} tokens/s, peak {row['peak_rss_mib']} MiB, "
-                  f"loaded in {row['load_seconds']} s ({row['runtime']}, random weights)"))
-        print(f"  largest shape     sustaining {s['pacing_tokens_per_second']} tokens/s here: "
-              f"{s['largest_sustaining_pacing'] or 'none'}")
-    if "anchor" in results:
-        a = results["anchor"]
-        print(f"  llama.cpp anchor  " + (a["error"] if "error" in a else
-              f"{a['tokens_per_second']} tokens/s against the loop's "
-              f"{a['piece_tokens_per_second']}, a pass each in turn, {a['rounds']} rounds "
-              f"({a['engine']}, the same GGUF{' and voice' if a['voice'] else ''}, "
-              f"{a['threads']} thread{'s' if a['threads'] != 1 else ''}); the piece's loop / "
-              f"llama.cpp = {a['ratio']} (median; rounds {a['ratio_range'][0]}-"
-              f"{a['ratio_range'][1]})"))
     v = results["verdict"]
     print(f"  verdict           {'sustains' if v['sustains_pacing'] else 'does NOT sustain'} "
           f"{config.pacing.tokens_per_second} tokens/s, headroom x{v['headroom']}")
+
+
+def _print_shapes(s: dict) -> None:
+    for row in s["rows"]:
+        print(f"  shape {row['shape']:<11} " + (row["error"] if "error" in row else
+              f"{row['tokens_per_second']} tokens/s, peak {row['peak_rss_mib']} MiB, "
+              f"loaded in {row['load_seconds']} s ({row['runtime']}, random weights)"))
+    print(f"  largest shape     sustaining {s['pacing_tokens_per_second']} tokens/s here: "
+          f"{s['largest_sustaining_pacing'] or 'none'}")
+
+
+def _print_anchor(a: dict) -> None:
+    print(f"  llama.cpp anchor  " + (a["error"] if "error" in a else
+          f"{a['tokens_per_second']} tokens/s against the loop's "
+          f"{a['piece_tokens_per_second']}, a pass each in turn, {a['rounds']} rounds "
+          f"({a['engine']}, the same GGUF{' and voice' if a['voice'] else ''}, "
+          f"{a['threads']} thread{'s' if a['threads'] != 1 else ''}); the piece's loop / "
+          f"llama.cpp = {a['ratio']} (median; rounds {a['ratio_range'][0]}-"
+          f"{a['ratio_range'][1]})"))
