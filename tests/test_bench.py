@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from permanent.cli import build_parser, main
 from permanent.measure.anchor import measure_anchor
 from permanent.measure.bench import VARIANTS, measure_generator, measure_variants
 from permanent.config import Config, ModelConfig, TextConfig
@@ -76,6 +77,54 @@ sys.modules["tkinter"] = None   # as in Debian's Python, where pyo has one more 
 from permanent.cli import main
 sys.exit(main(["bench", "--json", "--warm-only"]))
 """
+
+
+# A mode's measurement alone, stubbed: the anchor and the shapes keep nothing of the
+# standard set, and their JSON is all that reaches standard output too.
+MODE_JSON = """
+import sys
+import permanent.measure.{module} as measured
+measured.measure_{mode} = lambda config: print("a library's words") or {{"stubbed": True}}
+from permanent.cli import main
+sys.exit(main(["bench", "{mode}", "--json"]))
+"""
+
+
+@pytest.mark.parametrize("mode", ["anchor", "shapes"])
+def test_a_bench_mode_measures_only_itself(mode):
+    code = MODE_JSON.format(module=mode, mode=mode)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=without_pyo_setting(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert results.keys() == {"machine", "date", mode} and results[mode] == {"stubbed": True}
+
+
+# Each mode's own options, then one that belongs to another mode or to the standard set.
+OWN_AND_FOREIGN = [
+    (["bench", "--warm-only", "--variants"], ["--no-hog"]),
+    (["bench", "anchor"], ["--warm-only"]),
+    (["bench", "shapes"], ["--variants"]),
+    (["bench", "soak", "--seconds", "5", "--no-hog"], ["--tokens", "5"]),
+    (["bench", "entropy", "--tokens", "5", "--top-k", "3", "--seed", "1"], ["--clients", "1"]),
+    (["bench", "server", "--clients", "1,2", "--seconds", "5"], ["--no-hog"]),
+]
+
+
+@pytest.mark.parametrize("own, foreign", OWN_AND_FOREIGN)
+def test_each_bench_mode_takes_only_its_own_options(own, foreign, capsys):
+    assert build_parser().parse_args([*own, "--json"]).json
+    with pytest.raises(SystemExit) as refused:   # argparse's refusal, before any measuring
+        main([*own, *foreign])
+    assert refused.value.code == 2
+    assert "unrecognized arguments: " + foreign[0] in capsys.readouterr().err
+
+
+def test_the_standard_sets_options_before_a_mode_are_refused_too(capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["bench", "--variants", "soak", "--seconds", "5"])
+    assert refused.value.code == 2
+    assert "--variants: only plain `permanent bench` takes it" in capsys.readouterr().err
 
 
 def without_pyo_setting():

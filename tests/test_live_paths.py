@@ -42,7 +42,7 @@ CLICK = 0.06   # a sample-to-sample step about 3x the largest of the steady hum
 
 
 def test_the_hum_holds_while_the_model_writes_flat_out_and_a_core_is_busy():
-    """The shipped soak (`permanent bench --audio-soak`), for 25 s instead of 600.
+    """The shipped soak (`permanent bench soak`), for 25 s instead of 600.
 
     One core busy is the case: where something else (a CPU hog the suite runs beside)
     already holds one, the soak adds no busy loop of its own, or both cores would be

@@ -15,6 +15,7 @@ import pytest
 
 from permanent.config import HumConfig
 from permanent.lifecycle import Backoff
+from permanent.timings import read_timings
 
 from conftest import REPO
 
@@ -92,8 +93,9 @@ def sink_inputs(env) -> str:
                           capture_output=True, text=True).stdout
 
 
-def test_the_piece_runs_hums_writes_and_stops_on_sigterm(pulse_env, embedded_model):
-    piece = Running(pulse_env)   # fullscreen, as in a gallery
+def test_the_piece_runs_hums_writes_and_stops_on_sigterm(pulse_env, embedded_model, tmp_path):
+    timings = tmp_path / "timings.jsonl"   # what `permanent bench` reads of a launch
+    piece = Running(dict(pulse_env, PERMANENT_TIMINGS=str(timings)))   # fullscreen, as in a gallery
     try:
         pids = piece.wait_for(r"hum process (\d+), model process (\d+)")
         hum_pid, model_pid = int(pids[1]), int(pids[2])
@@ -117,6 +119,11 @@ def test_the_piece_runs_hums_writes_and_stops_on_sigterm(pulse_env, embedded_mod
         assert took < 2.0 and piece.process.returncode == 0, piece.log
         assert not alive(hum_pid) and not alive(model_pid)
         assert "Traceback" not in piece.log
+        events = {e["event"]: e for e in read_timings(timings)}   # the same moments, as data
+        assert events["hum_playing"]["after_launch_s"] == pytest.approx(hum_at, abs=0.011)
+        assert events["first_token"]["after_launch_s"] == pytest.approx(first_at, abs=0.011)
+        assert events["window_open"]["model_pid"] == model_pid
+        assert {"model_ready", "first_frame", "stopped"} <= events.keys(), events
     finally:
         piece.kill()
 

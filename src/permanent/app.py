@@ -23,6 +23,7 @@ from .config import Config
 from .errors import PermanentError
 from .events import Status
 from .screen.pacing import Conductor, Phase, perform
+from .timings import Timings
 
 log = logging.getLogger("permanent")
 _CONTEXT = mp.get_context("spawn")
@@ -78,6 +79,7 @@ class Piece:
         from .room.audio_process import HumSupervisor
 
         self._status: mp.Queue = _CONTEXT.Queue(maxsize=64)
+        self._timings = Timings.from_environment(self.launched)   # for the bench
         previous = {sig: signal.signal(sig, lambda *_: self.request_stop("signal"))
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         self._notifier = SystemdNotifier()
@@ -145,6 +147,8 @@ class Piece:
         self._notifier.ready()
         log.info("window open, %s; hum process %s, model process %s",
                  self._since_launch(time.monotonic()), self._hum.pid, self._model.process.pid)
+        self._timings.write("window_open", time.monotonic(), hum_pid=self._hum.pid,
+                            model_pid=self._model.process.pid)
 
     def _read_input(self, now: float) -> None:
         for event in self._pygame.event.get():
@@ -162,9 +166,12 @@ class Piece:
                 break
             self._heard(news)
         self._hum.watch(now)
+        model_pid = self._model.process.pid
         if not self._model.watch(now) and self._failure is None:
             self._fail("the model's process ended before the model loaded; see the "
                        "messages above.", "model process died")
+        if self._model.process.pid != model_pid:
+            self._timings.model_restarted(now, self._model.process.pid)
 
     def _take_config_edits(self, now: float) -> None:
         if self._watcher is not None and (edited := self._watcher.poll(now)) is not None:
@@ -209,6 +216,7 @@ class Piece:
         self._on_screen.append(token)
         log.debug("shown %r (%.2f bits)", token.text, token.entropy_bits)
         self._shown += 1
+        self._timings.token_shown(now)
         if self._shown == 1:
             log.info("first token shown, %s", self._since_launch(now))
 
@@ -258,6 +266,7 @@ class Piece:
         self._pygame.display.flip()
         if self._frames == 0:
             log.info("first frame drawn, %s", self._since_launch(time.monotonic()))
+            self._timings.write("first_frame", time.monotonic())
         self._frames += 1
 
     def _stop_when_duration_reached(self, now: float) -> None:
@@ -290,6 +299,9 @@ class Piece:
         log.info("stopped in %.2f s (model %.2f, hum %.2f, window %.2f)",
                  time.monotonic() - stopping, model_ended - stopping,
                  hum_ended - model_ended, closed - closing)
+        self._timings.write("stopped", time.monotonic(),
+                            seconds=round(time.monotonic() - stopping, 2))
+        self._timings.close()
 
     def _input_policy(self, config: Config):
         from .screen.keys import QuitKeys
@@ -324,11 +336,14 @@ class Piece:
     def _heard(self, news: Status) -> None:
         if news.kind == "playing":
             log.info("hum playing on %s, %s", news.message, self._since_launch(news.seconds))
+            self._timings.write("hum_playing", news.seconds)
         elif news.kind == "ready":
             self._model.ready()
             log.info("model ready: %s, %s", news.message, self._since_launch(news.seconds))
+            self._timings.write("model_ready", news.seconds)
         elif news.kind == "silent":
             log.warning("%s", news.message)
+            self._timings.write("silent", news.seconds)
             self._hum.process.silent = True
         elif news.kind == "error":
             self._fail(news.message, f"{news.source} failed",

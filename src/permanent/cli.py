@@ -1,4 +1,8 @@
-"""`permanent`: run the piece, check a gallery machine, list audio outputs."""
+"""`permanent`: run the piece, check a gallery machine, list audio outputs.
+
+Each subcommand's options are declared by an `_add_...` function right above its handler;
+`build_parser` only lists them.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,36 @@ from .errors import PermanentError
 log = logging.getLogger("permanent")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="permanent",
+        description="A server room hums; a small language model writes in it.")
+    sub = parser.add_subparsers(dest="command")
+    for add in (_add_run, _add_check, _add_devices, _add_bench, _add_render, _add_archive,
+                _add_screensaver, _add_audition, _add_voice):
+        add(sub)
+    _add_common_options(parser, top=True)
+    _add_run_options(parser)   # `permanent` alone runs the piece
+    parser.set_defaults(func=cmd_run)
+    return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """--config and -v, on the top level and on every subcommand. On subcommands SUPPRESS
+    leaves a value given before the subcommand in place: `permanent --config X check`."""
+    parser.add_argument("--config", type=Path, default=None if top else argparse.SUPPRESS,
+                        help="the settings file (default: ./config.yaml, else built-in defaults)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        default=False if top else argparse.SUPPRESS, help="log more")
+
+
+def _subcommand(sub, name: str, help: str, func) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help)
+    _add_common_options(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def _default_config() -> Path:
     return Path("config.yaml")
 
@@ -30,6 +64,17 @@ def _load(path: Path | None):
             return Config()
         path = _default_config()
     return load_config(path)
+
+
+def _add_run(sub) -> None:
+    _add_run_options(_subcommand(sub, "run", "run the piece (the default)", cmd_run))
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--windowed", action="store_true",
+                        help="a window instead of fullscreen; Esc quits")
+    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                        help="stop by itself after this long (for tests and demos)")
 
 
 def cmd_run(args) -> int:
@@ -78,52 +123,9 @@ def _log_to_file(config) -> None:
     logging.getLogger().addHandler(handler)
 
 
-def cmd_archive(args) -> int:
-    import textwrap
-
-    from .care.archive import default_path, recent
-
-    config = _load(args.config)
-    path = Path(config.care.archive_file or default_path())
-    passes = recent(path, args.count)
-    if not passes:
-        print(f"no passes archived yet in {path}")
-        return 0
-    for record in passes:
-        bits = record.get("entropy_bits") or [0.0]
-        print(f"{record['time']}  pass {record['pass']}  {record['model']}  "
-              f"{len(bits)} tokens, mean entropy {sum(bits) / len(bits):.2f} bits")
-        print(textwrap.indent(textwrap.fill(record["text"], 88), "    "), end="\n\n")
-    return 0
-
-
-def cmd_screensaver(args) -> int:
-    from .screen.screensaver import SaverArgumentError, choose_mode, describe_configuration, \
-        prepare_environment
-
-    try:
-        mode = choose_mode(args.window_id, args.root, args.windows, os.environ, sys.argv[0])
-    except SaverArgumentError as e:
-        print(f"permanent screensaver: {e}", file=sys.stderr)
-        return 2
-    if mode.kind == "configure":
-        print(describe_configuration(args.config))
-        return 0
-    config = _load(args.config).as_screensaver()
-    check_sound_and_model(config)
-    _log_to_file(config)
-    try:
-        prepare_environment(mode)
-    except SaverArgumentError as e:
-        print(f"permanent screensaver: {e}", file=sys.stderr)
-        return 2
-    from .app import Piece
-
-    embedded = mode.kind in ("window", "root")
-    log.info("screensaver: %s", f"window {mode.window_id:#x}" if mode.window_id else mode.kind)
-    return Piece(config, windowed=embedded, launched=LAUNCHED, duration=args.duration,
-                 mode="embedded" if embedded else "standalone",
-                 first_pass_tokens=config.screensaver.first_pass_tokens).run()
+def _add_check(sub) -> None:
+    _subcommand(sub, "check", "validate the config, list audio outputs, say which model "
+                "would load", cmd_check)
 
 
 def cmd_check(args) -> int:
@@ -181,26 +183,92 @@ def _print_devices(config=None) -> None:
         print(f"  {d.index:3d}  {d.name}{marks}")
 
 
+def _add_devices(sub) -> None:
+    _subcommand(sub, "devices", "list audio output devices", cmd_devices)
+
+
 def cmd_devices(args) -> int:
     _print_devices()
     return 0
 
 
+def _add_bench(sub) -> None:
+    """`permanent bench` measures the standard set; each of its modes is a subcommand of
+    its own, with only its own options."""
+    bench = _subcommand(sub, "bench", "measure this machine against the piece's needs",
+                        cmd_bench)
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.add_argument("--warm-only", action="store_true",
+                       help="skip the launch with an empty model cache (saves ~25 s)")
+    bench.add_argument("--variants", action="store_true",
+                       help="also compare every way of running the model: runtimes, "
+                       "weight packings, bf16, one thread, int8 dynamic quantization")
+    modes = bench.add_subparsers(dest="bench_mode", metavar="MODE",
+                                 help="instead of the standard set (each has its own --help)")
+    for add in (_add_bench_anchor, _add_bench_shapes, _add_bench_soak, _add_bench_entropy,
+                _add_bench_server):
+        mode = add(modes)
+        mode.set_defaults(func=_refusing_standard_options(bench, mode.get_default("func")))
+
+
+def _bench_mode(modes, name: str, help: str, func) -> argparse.ArgumentParser:
+    mode = _subcommand(modes, name, help, func)
+    # SUPPRESS, as for --config: `bench --json soak` keeps the --json given before the mode.
+    mode.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                      help="machine-readable output")
+    return mode
+
+
+def _refusing_standard_options(bench: argparse.ArgumentParser, handler):
+    """A mode's handler that refuses the standard set's options: argparse takes those into
+    `bench`'s own options when they come before the mode's name (`bench --variants soak`)."""
+    def checked(args) -> int:
+        given = [flag for flag, name in (("--warm-only", "warm_only"), ("--variants", "variants"))
+                 if getattr(args, name)]
+        if given:
+            bench.error(f"{' and '.join(given)}: only plain `permanent bench` takes "
+                        f"{'them' if len(given) > 1 else 'it'}, not `bench {args.bench_mode}`")
+        return handler(args)
+    return checked
+
+
 def cmd_bench(args) -> int:
     from .measure.bench import run_bench
 
-    if args.audio_soak:
-        return _audio_soak(args)
-    if args.entropy_estimate:
-        return _entropy_estimate(args)
-    if args.server:
-        return _server_load(args)
     return run_bench(_load(args.config), args.config, as_json=args.json,
-                     cold=not args.warm_only, variants=args.variants, shapes=args.shapes,
-                     anchor=args.anchor)
+                     cold=not args.warm_only, variants=args.variants)
 
 
-def _audio_soak(args) -> int:
+def _add_bench_anchor(modes) -> argparse.ArgumentParser:
+    return _bench_mode(modes, "anchor", "llama.cpp (llama-cpp-python) on the same GGUF, "
+                       "voice, prompt, sampling and threads, against the piece's loop",
+                       cmd_bench_alone)
+
+
+def _add_bench_shapes(modes) -> argparse.ArgumentParser:
+    return _bench_mode(modes, "shapes", "time the loop on SmolLM2-360M and -1.7B shapes "
+                       "(random weights, 4-bit): which larger voice this computer could carry",
+                       cmd_bench_alone)
+
+
+def cmd_bench_alone(args) -> int:
+    """A measurement that needs nothing of the standard set: the anchor, the shapes."""
+    from .measure.bench import run_alone
+
+    return run_alone(args.bench_mode, _load(args.config), as_json=args.json)
+
+
+def _add_bench_soak(modes) -> argparse.ArgumentParser:
+    soak = _bench_mode(modes, "soak", "record the live hum through a private PulseAudio "
+                       "server while the model writes flat out and a busy loop holds one "
+                       "core; count dropouts and clicks", cmd_bench_soak)
+    soak.add_argument("--seconds", type=float, default=600.0,
+                      help="how long to record (default 600: the 10-minute check)")
+    soak.add_argument("--no-hog", action="store_true", help="no busy loop, only the model")
+    return soak
+
+
+def cmd_bench_soak(args) -> int:
     import json
 
     from .measure.audio_soak import audio_soak
@@ -209,10 +277,10 @@ def _audio_soak(args) -> int:
     _load(args.config)   # a broken config is reported before minutes of recording
     machine = describe_machine()
     if not args.json:
-        print(f"recording the hum for {args.audio_soak:.0f} s, the model writing flat out"
+        print(f"recording the hum for {args.seconds:.0f} s, the model writing flat out"
               f"{'' if args.no_hog else ' and a busy loop on one core'} ({machine_line(machine)})",
               file=sys.stderr)
-    result = audio_soak(args.audio_soak, args.config, hog=not args.no_hog)
+    result = audio_soak(args.seconds, args.config, hog=not args.no_hog)
     if args.json:
         print(json.dumps({"machine": machine, **result}, indent=2))
     else:
@@ -223,7 +291,19 @@ def _audio_soak(args) -> int:
     return 0 if result["dropouts"] == 0 else 1
 
 
-def _entropy_estimate(args) -> int:
+def _add_bench_entropy(modes) -> argparse.ArgumentParser:
+    entropy = _bench_mode(modes, "entropy", "how close the entropy a server's top-k "
+                          "log-probabilities give comes to the exact one, on the embedded "
+                          "model's own writing", cmd_bench_entropy)
+    entropy.add_argument("--tokens", type=int, default=2000,
+                         help="how many tokens (default 2000)")
+    entropy.add_argument("--top-k", type=int, default=20,
+                         help="alternatives per token (default 20)")
+    entropy.add_argument("--seed", type=int, default=0, help="the passes' seed (default 0)")
+    return entropy
+
+
+def cmd_bench_entropy(args) -> int:
     import dataclasses
     import json
 
@@ -249,7 +329,18 @@ def _entropy_estimate(args) -> int:
     return 0
 
 
-def _server_load(args) -> int:
+def _add_bench_server(modes) -> argparse.ArgumentParser:
+    server = _bench_mode(modes, "server", "tokens/s from the configured inference server "
+                         "(model.server_url) for 1, 2, ... pieces at once, and how many "
+                         "screens that sustains at the configured pacing", cmd_bench_server)
+    server.add_argument("--clients", default="1,2", metavar="N,N",
+                        help="how many pieces at once (default 1,2)")
+    server.add_argument("--seconds", type=float, default=30.0,
+                        help="how long each count runs (default 30)")
+    return server
+
+
+def cmd_bench_server(args) -> int:
     import json
 
     from .errors import ConfigError
@@ -259,7 +350,7 @@ def _server_load(args) -> int:
 
     config = _load(args.config)
     if not config.model.server_url:
-        raise ConfigError(f"{config.source}: model.server_url is not set; bench --server "
+        raise ConfigError(f"{config.source}: model.server_url is not set; bench server "
                           "measures the server it names.")
     try:
         clients = [int(n) for n in args.clients.split(",")]
@@ -281,6 +372,117 @@ def _server_load(args) -> int:
     return 0
 
 
+def _add_render(sub) -> None:
+    render = _subcommand(sub, "render", "record the piece offline: hum.wav, video, "
+                         "tokens.jsonl, contact sheet, spectrogram", cmd_render)
+    render.add_argument("--seconds", type=float, required=True, help="length of the piece to render")
+    render.add_argument("--out", type=Path, required=True, help="folder to write into")
+    render.add_argument("--seed", type=int, default=0, help="same seed, same render (default 0)")
+    render.add_argument("--size", type=_size, default=(1280, 720), metavar="WxH",
+                        help="frame size (default 1280x720)")
+    render.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 1280x720") from None
+    if width < 64 or height < 64 or width % 2 or height % 2:
+        raise argparse.ArgumentTypeError("the size must be even and at least 64x64")
+    return width, height
+
+
+def cmd_render(args) -> int:
+    from .render import render
+
+    config = _load(args.config)
+    check_sound_and_model(config)
+    result = render(config, args.seconds, args.out, seed=args.seed, size=args.size,
+                    fps=args.fps)
+    print(f"{'interrupted: ' if result.interrupted else ''}rendered {result.seconds:.1f} s "
+          f"({result.tokens} tokens) into {result.out}")
+    return 130 if result.interrupted else 0
+
+
+def _add_archive(sub) -> None:
+    archive = _subcommand(sub, "archive", "show the most recent passes", cmd_archive)
+    archive.add_argument("-n", "--count", type=int, default=5, help="how many (default 5)")
+
+
+def cmd_archive(args) -> int:
+    import textwrap
+
+    from .care.archive import default_path, recent
+
+    config = _load(args.config)
+    path = Path(config.care.archive_file or default_path())
+    passes = recent(path, args.count)
+    if not passes:
+        print(f"no passes archived yet in {path}")
+        return 0
+    for record in passes:
+        bits = record.get("entropy_bits") or [0.0]
+        print(f"{record['time']}  pass {record['pass']}  {record['model']}  "
+              f"{len(bits)} tokens, mean entropy {sum(bits) / len(bits):.2f} bits")
+        print(textwrap.indent(textwrap.fill(record["text"], 88), "    "), end="\n\n")
+    return 0
+
+
+def _add_screensaver(sub) -> None:
+    saver = _subcommand(sub, "screensaver", "run as a screensaver: in XScreenSaver's window, "
+                        "fullscreen until input, or as a Windows .scr", cmd_screensaver)
+    saver.add_argument("--window-id", "-window-id", metavar="ID",
+                       help="draw into this X window (decimal or 0x hex), as XScreenSaver asks")
+    saver.add_argument("--root", "-root", action="store_true", help="draw on the root window")
+    saver.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
+    saver.add_argument("windows", nargs="*", metavar="/s | /c | /p HWND",
+                       help="Windows screensaver conventions")
+
+
+def cmd_screensaver(args) -> int:
+    from .screen.screensaver import SaverArgumentError, choose_mode, describe_configuration, \
+        prepare_environment
+
+    try:
+        mode = choose_mode(args.window_id, args.root, args.windows, os.environ, sys.argv[0])
+    except SaverArgumentError as e:
+        print(f"permanent screensaver: {e}", file=sys.stderr)
+        return 2
+    if mode.kind == "configure":
+        print(describe_configuration(args.config))
+        return 0
+    config = _load(args.config).as_screensaver()
+    check_sound_and_model(config)
+    _log_to_file(config)
+    try:
+        prepare_environment(mode)
+    except SaverArgumentError as e:
+        print(f"permanent screensaver: {e}", file=sys.stderr)
+        return 2
+    from .app import Piece
+
+    embedded = mode.kind in ("window", "root")
+    log.info("screensaver: %s", f"window {mode.window_id:#x}" if mode.window_id else mode.kind)
+    return Piece(config, windowed=embedded, launched=LAUNCHED, duration=args.duration,
+                 mode="embedded" if embedded else "standalone",
+                 first_pass_tokens=config.screensaver.first_pass_tokens).run()
+
+
+def _add_audition(sub) -> None:
+    audition = _subcommand(sub, "audition", "write passes as fast as the model can and say "
+                           "how they read: the curator's tool for tuning the voice",
+                           cmd_audition)
+    audition.add_argument("--passes", type=int, default=20, help="how many (default 20)")
+    audition.add_argument("--seed", type=int, default=0,
+                          help="pass i uses seed S+i: same seed, same passes (default 0)")
+    audition.add_argument("--json", action="store_true", help="machine-readable output")
+    audition.add_argument("--markdown", type=Path, metavar="FILE",
+                          help="also write the passes and summary as Markdown")
+    audition.add_argument("--compare", type=Path, nargs=2, metavar=("A.yaml", "B.yaml"),
+                          help="two configs on the same seeds, side by side")
+
+
 def cmd_audition(args) -> int:
     from .measure.audition import run_audition
 
@@ -291,6 +493,28 @@ def cmd_audition(args) -> int:
         check_sound_and_model(config)
         configs.append((str(path) if path else "built-in defaults", config))
     return run_audition(configs, args.passes, args.seed, args.json, args.markdown)
+
+
+def _add_voice(sub) -> None:
+    voice = sub.add_parser("voice", help="the model's voice: `permanent voice train`")
+    voice.set_defaults(func=lambda args: voice.print_usage() or 2)
+    voices = voice.add_subparsers(dest="voice")
+    _add_voice_train(voices)
+    _add_voice_export(voices)
+
+
+def _add_voice_train(voices) -> None:
+    train = _subcommand(voices, "train", "train a voice (a LoRA adapter) from a corpus of "
+                        "passages separated by lines holding only %%", cmd_voice_train)
+    train.add_argument("corpus", type=Path, help="a text file (or a folder of .txt files) of "
+                       "passages separated by lines holding only %%")
+    train.add_argument("--out", type=Path, required=True, help="the folder to write the voice to")
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0, help="same seed, same voice (default 0)")
+    train.add_argument("--threads", type=int, default=None,
+                       help="CPU threads (default: model.threads); 1 keeps a shared machine usable")
 
 
 def cmd_voice_train(args) -> int:
@@ -310,6 +534,14 @@ def cmd_voice_train(args) -> int:
           f"(loss {record['loss_first_epoch']} -> {record['loss_last_epoch']}) into {args.out}\n"
           f"use it with   text:\n  voice: {args.out.resolve()}")
     return 0
+
+
+def _add_voice_export(voices) -> None:
+    export = _subcommand(voices, "export-gguf", "write the voice as a GGUF LoRA adapter for "
+                         "llama.cpp's server (--lora FILE)", cmd_voice_export)
+    export.add_argument("--out", type=Path, required=True, help="the .gguf file to write")
+    export.add_argument("--voice", default=None,
+                        help="builtin or a folder from `voice train` (default: text.voice)")
 
 
 def cmd_voice_export(args) -> int:
@@ -335,147 +567,6 @@ def cmd_voice_export(args) -> int:
           f"serve it beside the model's GGUF: llama.cpp's `llama-server --lora {args.out}`, "
           f"or `python -m llama_cpp.server --lora_path {args.out}`")
     return 0
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 1280x720") from None
-    if width < 64 or height < 64 or width % 2 or height % 2:
-        raise argparse.ArgumentTypeError("the size must be even and at least 64x64")
-    return width, height
-
-
-def cmd_render(args) -> int:
-    from .render import render
-
-    config = _load(args.config)
-    check_sound_and_model(config)
-    result = render(config, args.seconds, args.out, seed=args.seed, size=args.size,
-                    fps=args.fps)
-    print(f"{'interrupted: ' if result.interrupted else ''}rendered {result.seconds:.1f} s "
-          f"({result.tokens} tokens) into {result.out}")
-    return 130 if result.interrupted else 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="permanent",
-        description="A server room hums; a small language model writes in it.")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the piece (the default)")
-    check = sub.add_parser("check", help="validate the config, list audio outputs, say which "
-                           "model would load")
-    devices = sub.add_parser("devices", help="list audio output devices")
-    bench = sub.add_parser("bench", help="measure this machine against the piece's needs")
-    render = sub.add_parser("render", help="record the piece offline: hum.wav, video, "
-                            "tokens.jsonl, contact sheet, spectrogram")
-    archive = sub.add_parser("archive", help="show the most recent passes")
-    saver = sub.add_parser("screensaver", help="run as a screensaver: in XScreenSaver's "
-                           "window, fullscreen until input, or as a Windows .scr")
-    audition = sub.add_parser("audition", help="write passes as fast as the model can and "
-                              "say how they read: the curator's tool for tuning the voice")
-    voice = sub.add_parser("voice", help="the model's voice: `permanent voice train`")
-    voice.set_defaults(func=lambda args: voice.print_usage() or 2)
-    voices = voice.add_subparsers(dest="voice")
-    train = voices.add_parser("train", help="train a voice (a LoRA adapter) from a corpus of "
-                              "passages separated by lines holding only %%")
-    export = voices.add_parser("export-gguf", help="write the voice as a GGUF LoRA adapter "
-                               "for llama.cpp's server (--lora FILE)")
-    for p in (parser, run, check, devices, bench, render, archive, saver, audition, train,
-              export):
-        # On subcommands, SUPPRESS keeps `permanent --config X check` working too.
-        default = None if p is parser else argparse.SUPPRESS
-        p.add_argument("--config", type=Path, default=default,
-                       help="the settings file (default: ./config.yaml, else built-in defaults)")
-        p.add_argument("-v", "--verbose", action="store_true",
-                       default=False if p is parser else argparse.SUPPRESS, help="log more")
-    for p in (parser, run):
-        p.add_argument("--windowed", action="store_true",
-                       help="a window instead of fullscreen; Esc quits")
-        p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                       help="stop by itself after this long (for tests and demos)")
-    run.set_defaults(func=cmd_run)
-    check.set_defaults(func=cmd_check)
-    devices.set_defaults(func=cmd_devices)
-    bench.add_argument("--json", action="store_true", help="machine-readable output")
-    bench.add_argument("--warm-only", action="store_true",
-                       help="skip the launch with an empty model cache (saves ~25 s)")
-    bench.add_argument("--audio-soak", type=float, metavar="SECONDS", default=None,
-                       help="instead: record the live hum through a private PulseAudio "
-                       "server while the model writes flat out and a busy loop holds one "
-                       "core; count dropouts and clicks (600 for the 10-minute check)")
-    bench.add_argument("--entropy-estimate", action="store_true",
-                       help="instead: how close the entropy a server's top-k log-probabilities "
-                       "give comes to the exact one, on the embedded model's own writing")
-    bench.add_argument("--server", action="store_true",
-                       help="instead: tokens/s from the configured inference server "
-                       "(model.server_url) for 1, 2, ... pieces at once, and how many screens "
-                       "that sustains at the configured pacing")
-    bench.add_argument("--clients", default="1,2", metavar="N,N",
-                       help="with --server: how many pieces at once (default 1,2)")
-    bench.add_argument("--seconds", type=float, default=30.0,
-                       help="with --server: how long each count runs (default 30)")
-    bench.add_argument("--tokens", type=int, default=2000,
-                       help="with --entropy-estimate: how many tokens (default 2000)")
-    bench.add_argument("--top-k", type=int, default=20,
-                       help="with --entropy-estimate: alternatives per token (default 20)")
-    bench.add_argument("--seed", type=int, default=0,
-                       help="with --entropy-estimate: the passes' seed (default 0)")
-    bench.add_argument("--no-hog", action="store_true",
-                       help="with --audio-soak: no busy loop, only the model")
-    bench.add_argument("--shapes", action="store_true",
-                       help="also time the loop on SmolLM2-360M and -1.7B shapes (random "
-                       "weights, 4-bit): which larger voice this computer could carry")
-    bench.add_argument("--anchor", action="store_true",
-                       help="also run llama.cpp (llama-cpp-python) on the same GGUF, voice, "
-                       "prompt, sampling and threads, and print the loop's speed against it")
-    bench.add_argument("--variants", action="store_true",
-                       help="also compare every way of running the model: runtimes, "
-                       "weight packings, bf16, one thread, int8 dynamic quantization")
-    bench.set_defaults(func=cmd_bench)
-    render.add_argument("--seconds", type=float, required=True, help="length of the piece to render")
-    render.add_argument("--out", type=Path, required=True, help="folder to write into")
-    render.add_argument("--seed", type=int, default=0, help="same seed, same render (default 0)")
-    render.add_argument("--size", type=_size, default=(1280, 720), metavar="WxH",
-                        help="frame size (default 1280x720)")
-    render.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
-    render.set_defaults(func=cmd_render)
-    archive.add_argument("-n", "--count", type=int, default=5, help="how many (default 5)")
-    archive.set_defaults(func=cmd_archive)
-    saver.add_argument("--window-id", "-window-id", metavar="ID",
-                       help="draw into this X window (decimal or 0x hex), as XScreenSaver asks")
-    saver.add_argument("--root", "-root", action="store_true", help="draw on the root window")
-    saver.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
-    saver.add_argument("windows", nargs="*", metavar="/s | /c | /p HWND",
-                       help="Windows screensaver conventions")
-    saver.set_defaults(func=cmd_screensaver)
-    audition.add_argument("--passes", type=int, default=20, help="how many (default 20)")
-    audition.add_argument("--seed", type=int, default=0,
-                          help="pass i uses seed S+i: same seed, same passes (default 0)")
-    audition.add_argument("--json", action="store_true", help="machine-readable output")
-    audition.add_argument("--markdown", type=Path, metavar="FILE",
-                          help="also write the passes and summary as Markdown")
-    audition.add_argument("--compare", type=Path, nargs=2, metavar=("A.yaml", "B.yaml"),
-                          help="two configs on the same seeds, side by side")
-    audition.set_defaults(func=cmd_audition)
-    train.add_argument("corpus", type=Path, help="a text file (or a folder of .txt files) of "
-                       "passages separated by lines holding only %%")
-    train.add_argument("--out", type=Path, required=True, help="the folder to write the voice to")
-    train.add_argument("--epochs", type=int, default=3)
-    train.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0, help="same seed, same voice (default 0)")
-    train.add_argument("--threads", type=int, default=None,
-                       help="CPU threads (default: model.threads); 1 keeps a shared machine usable")
-    train.set_defaults(func=cmd_voice_train)
-    export.add_argument("--out", type=Path, required=True, help="the .gguf file to write")
-    export.add_argument("--voice", default=None,
-                        help="builtin or a folder from `voice train` (default: text.voice)")
-    export.set_defaults(func=cmd_voice_export)
-    parser.set_defaults(func=cmd_run)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

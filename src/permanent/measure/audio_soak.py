@@ -1,4 +1,4 @@
-"""`permanent bench --audio-soak SECONDS`: does the hum hold while the machine is busy?
+"""`permanent bench soak [--seconds N]`: does the hum hold while the machine is busy?
 
 The whole piece runs as a visitor would have it, with the model writing flat out and a
 busy loop holding one core, into a private PulseAudio server whose only output is a null

@@ -10,17 +10,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
 from ..config import Config
+from ..timings import ENVIRONMENT as TIMINGS_VARIABLE, read_timings
 from .machine import describe_machine, machine_line
 
 
@@ -77,16 +79,28 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
             "cpu_seconds_per_token": round(cpu / tokens, 4)}
 
 
-VARIANTS = [  # (runtime, weights, dtype, threads, note); the first is the reference
-    ("transformers", "float", "float32", 2, "transformers as loaded: the reference"),
-    ("transformers", "float", "bfloat16", 2, "transformers, bf16"),
-    ("transformers", "float", "float32", 2, "transformers, torch.ao int8 dynamic quantization"),
-    ("transformers", "int4", "bfloat16", 2, "transformers, 4-bit weights"),
-    ("auto", "float", "float32", 2, "compact decoder"),
-    ("auto", "int8", "bfloat16", 2, "compact decoder, 8-bit weights"),
-    ("auto", "int4", "float32", 2, "compact decoder, 4-bit weights, fp32 activations"),
-    ("auto", "int4", "bfloat16", 2, "compact decoder, 4-bit weights (the embedded default)"),
-    ("auto", "int4", "bfloat16", 1, "compact decoder, 4-bit weights"),
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the model, as model settings and what is done to it after loading."""
+    runtime: str
+    weights: str
+    dtype: str
+    threads: int
+    note: str
+    int8_dynamic: bool = False   # torch.ao's dynamic int8 quantization of every Linear
+
+
+VARIANTS = [  # the first is the reference
+    Variant("transformers", "float", "float32", 2, "transformers as loaded: the reference"),
+    Variant("transformers", "float", "bfloat16", 2, "transformers, bf16"),
+    Variant("transformers", "float", "float32", 2,
+            "transformers, torch.ao int8 dynamic quantization", int8_dynamic=True),
+    Variant("transformers", "int4", "bfloat16", 2, "transformers, 4-bit weights"),
+    Variant("auto", "float", "float32", 2, "compact decoder"),
+    Variant("auto", "int8", "bfloat16", 2, "compact decoder, 8-bit weights"),
+    Variant("auto", "int4", "float32", 2, "compact decoder, 4-bit weights, fp32 activations"),
+    Variant("auto", "int4", "bfloat16", 2, "compact decoder, 4-bit weights (the embedded default)"),
+    Variant("auto", "int4", "bfloat16", 1, "compact decoder, 4-bit weights"),
 ]
 
 
@@ -110,11 +124,12 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
     text = dataclasses.replace(config.text, seed=1, min_tokens=tokens, max_tokens=tokens)
     reference = written = None
     rows = []
-    for runtime, weights, dtype, threads, note in VARIANTS:
-        settings = dataclasses.replace(config.model, runtime=runtime, weights=weights,
-                                       dtype=dtype, threads=threads)
+    for variant in VARIANTS:
+        settings = dataclasses.replace(config.model, runtime=variant.runtime,
+                                       weights=variant.weights, dtype=variant.dtype,
+                                       threads=variant.threads)
         generator = load_generator(source, settings, text)
-        if "torch.ao" in note:
+        if variant.int8_dynamic:
             generator.forward.model = torch.ao.quantization.quantize_dynamic(
                 generator.forward.model, {torch.nn.Linear}, dtype=torch.qint8)
         pieces = list(generator.write_pass(0))   # also the warm-up
@@ -138,8 +153,8 @@ def measure_variants(config: Config, tokens: int = 160) -> list[dict]:
             reference = logp
         kl = (reference.exp() * (reference - logp)).sum(-1) / math.log(2)
         shift = (entropy_bits(logp) - entropy_bits(reference)).abs().mean()
-        rows.append({"runtime": generator.runtime, "threads": threads,
-                     "note": note, "tokens_per_second": round(speed, 1),
+        rows.append({"runtime": generator.runtime, "threads": variant.threads,
+                     "note": variant.note, "tokens_per_second": round(speed, 1),
                      # '' when every layer runs as asked; else which ones did not, and why
                      "fell_back": fallback_note(generator.forward.packed),
                      "kl_bits": float(f"{kl.mean():.2g}"),   # two significant digits
@@ -282,75 +297,69 @@ def _seconds_until_gone(family: list[psutil.Process], limit: float = 15.0) -> fl
 
 def measure_startup(config: Config, config_path: Path | None, cold: bool,
                     seconds: float = 30.0, restart: bool = False) -> dict:
-    """Launch the whole piece headless, read its own timings from its log, its processes'
-    peak memory, then end it with SIGTERM, as XScreenSaver or systemd do, and time until
-    every one of its processes is gone."""
+    """Launch the whole piece headless, read the timing events it writes (see `timings`),
+    its processes' peak memory, then end it with SIGTERM, as XScreenSaver or systemd do,
+    and time until every one of its processes is gone."""
     env = dict(os.environ, SDL_VIDEODRIVER=os.environ.get("SDL_VIDEODRIVER", "dummy"))
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as scratch:
         if cold:
             env["XDG_CACHE_HOME"] = cache   # an empty cache: the model is converted first
+        timings = Path(scratch) / "timings.jsonl"
+        env[TIMINGS_VARIABLE] = str(timings)
         # --duration only as a safety: the signal ends it.
         args = [sys.executable, "-m", "permanent", "--windowed", "--duration", str(seconds + 60)]
         if config_path is not None:
             args += ["--config", str(config_path)]
-        if restart:
-            args.append("-v")   # each token shown is logged: the restarted model's first
-        with tempfile.TemporaryFile("w+") as log_file:
-            piece = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
-            time.sleep(seconds)
-            family = _family(piece.pid)
-            peaks = _family_peak_rss(family)
-            restarted = _kill_model_and_wait(log_file) if restart else None
-            piece.send_signal(signal.SIGTERM)
-            gone = _seconds_until_gone(family)
-            piece.wait(timeout=60)
-            log_file.seek(0)
-            log = log_file.read()
+        piece = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        time.sleep(seconds)
+        family = _family(piece.pid)
+        peaks = _family_peak_rss(family)
+        restarted = _kill_model_and_wait(timings) if restart else None
+        piece.send_signal(signal.SIGTERM)
+        gone = _seconds_until_gone(family)
+        piece.wait(timeout=60)
+        events = read_timings(timings)
 
-    def seconds_of(pattern):
-        found = re.search(pattern + r".*?([\d.]+) s after launch", log)
-        return float(found[1]) if found else None
+    def seconds_of(name):   # the first such event, in seconds after launch
+        found = next((e for e in events if e["event"] == name), None)
+        return found["after_launch_s"] if found else None
 
     children = {k: v for k, v in peaks.items() if k.startswith("child")}
     roles = dict(zip(sorted(children, key=lambda k: -children[k]), ("model", "hum")))
     memory = {roles.get(k, k): v for k, v in peaks.items()}
     return {"cache": "cold" if cold else "warm", "exit_code": piece.returncode,
-            "first_frame_seconds": seconds_of(r"first frame drawn"),
-            "hum_seconds": seconds_of(r"hum playing"),
-            "first_token_seconds": seconds_of(r"first token shown"),
-            "silent": "runs silently" in log, "peak_rss_mib": memory,
+            "first_frame_seconds": seconds_of("first_frame"),
+            "hum_seconds": seconds_of("hum_playing"),
+            "first_token_seconds": seconds_of("first_token"),
+            "silent": seconds_of("silent") is not None, "peak_rss_mib": memory,
             "total_peak_rss_mib": round(sum(peaks.values()), 1),
             "processes": len(family), "sigterm_to_gone_seconds": gone,
             "restart_seconds": restarted,
             "hum_fade_out_seconds": config.hum.fade_out_seconds}
 
 
-def _kill_model_and_wait(log_file, limit: float = 60.0) -> dict | None:
+def _kill_model_and_wait(timings: Path, limit: float = 60.0) -> dict | None:
     """Kill the model's process as a crash would; time until the restarted model is ready
     (the supervisor's backoff, 1 s after a first crash, included) and until its first
     token is shown (the cut page's fade and gap included: they are the pacing's)."""
-    log_file.flush()
-    log_file.seek(0)
-    found = re.search(r"model process (\d+)", log_file.read())
-    if not found:
+    opened = next((e for e in read_timings(timings) if e["event"] == "window_open"), None)
+    if opened is None:
         return None
-    killed = time.time()
-    os.kill(int(found[1]), signal.SIGKILL)
+    killed = time.monotonic()   # the events' clock: the system's monotonic one
+    os.kill(opened["model_pid"], signal.SIGKILL)
 
-    def seconds_to(pattern: str, text: str):
-        line = re.search(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+: " + pattern,
-                         text, re.MULTILINE)
-        if line is None:
-            return None
-        at = time.mktime(time.strptime(line[1], "%Y-%m-%d %H:%M:%S")) + int(line[2]) / 1000
-        return round(at - killed, 2)
+    def seconds_to(name: str, events: list[dict]):
+        found = next((e for e in events if e["event"] == name), None)
+        return None if found is None else round(found["monotonic_s"] - killed, 2)
 
-    while time.time() - killed < limit:
+    while time.monotonic() - killed < limit:
         time.sleep(0.1)
-        log_file.seek(0)
-        after = log_file.read().partition("model process restarted")[2]
-        if (shown := seconds_to("shown ", after)) is not None:
-            return {"ready": seconds_to("model ready", after), "first_token": shown}
+        events = read_timings(timings)
+        after = next((events[i + 1:] for i, e in enumerate(events)
+                      if e["event"] == "model_restarted"), [])
+        if (shown := seconds_to("first_token", after)) is not None:
+            return {"ready": seconds_to("model_ready", after), "first_token": shown}
     return None
 
 
@@ -371,24 +380,44 @@ def _stdout_to_stderr():
         os.close(real)
 
 
-def run_bench(config: Config, config_path: Path | None = None, as_json: bool = False,
-              cold: bool = True, variants: bool = False, shapes: bool = False,
-              anchor: bool = False) -> int:
+def report(measure: Callable[[dict], dict], show: Callable[[dict], None], as_json: bool,
+           title: str = "permanent bench") -> int:
+    """Describe the machine, `measure(machine)`, and print the results: as JSON alone on
+    standard output, or with `show` under a heading that names the machine."""
     if as_json:   # standard output carries the JSON and nothing else
         with _stdout_to_stderr() as out:
-            results = measure_all(config, config_path, cold, variants, shapes=shapes,
-                                  anchor=anchor)
+            results = measure(describe_machine())
             out.write(json.dumps(results, indent=2) + "\n")
         return 0
     machine = describe_machine()
-    print(f"permanent bench, {time.strftime('%Y-%m-%d')}, {machine_line(machine)}", flush=True)
-    _print_results(measure_all(config, config_path, cold, variants, machine, shapes, anchor),
-                   config)
+    print(f"{title}, {time.strftime('%Y-%m-%d')}, {machine_line(machine)}", flush=True)
+    show(measure(machine))
     return 0
 
 
+def run_bench(config: Config, config_path: Path | None = None, as_json: bool = False,
+              cold: bool = True, variants: bool = False) -> int:
+    """`permanent bench`: the standard set, and every way of running the model if asked."""
+    return report(lambda machine: measure_all(config, config_path, cold, variants, machine),
+                  lambda results: _print_results(results, config), as_json)
+
+
+def run_alone(mode: str, config: Config, as_json: bool = False) -> int:
+    """`permanent bench anchor` or `bench shapes`: that measurement and nothing of the
+    standard set. The anchor times the piece's loop itself, a pass each in turn with
+    llama.cpp; the shapes time the loop on random weights of larger models."""
+    from .anchor import measure_anchor
+    from .shapes import measure_shapes
+
+    measure, show = {"anchor": (measure_anchor, _print_anchor),
+                     "shapes": (measure_shapes, _print_shapes)}[mode]
+    return report(lambda machine: {"machine": machine, "date": time.strftime("%Y-%m-%d"),
+                                   mode: measure(config)},
+                  lambda results: show(results[mode]), as_json, f"permanent bench {mode}")
+
+
 def measure_all(config: Config, config_path: Path | None, cold: bool, variants: bool,
-                machine: dict | None = None, shapes: bool = False, anchor: bool = False) -> dict:
+                machine: dict | None = None) -> dict:
     results = {"machine": machine or describe_machine(),   # first: which machine this is
                "date": time.strftime("%Y-%m-%d"),
                "generator": measure_generator(config),
@@ -402,13 +431,7 @@ def measure_all(config: Config, config_path: Path | None, cold: bool, variants: 
                                                      seconds=60))
     if variants:
         results["variants"] = measure_variants(config)
-    if shapes:
-        from .shapes import measure_shapes
-        results["shapes"] = measure_shapes(config)
     g = results["generator"]
-    if anchor:
-        from .anchor import measure_anchor
-        results["anchor"] = measure_anchor(config)
     # The pace asks for at most tokens_per_second (pauses only lower it).
     headroom = g["tokens_per_second"] / config.pacing.tokens_per_second
     results["verdict"] = {"sustains_pacing": headroom >= 1.0, "headroom": round(headroom, 1)}
@@ -455,23 +478,25 @@ def _print_results(results: dict, config: Config) -> None:
         print(f"  variant           {row['note']}, {threads}{fell}: "
               f"{row['tokens_per_second']} tokens/s, KL {row['kl_bits']} bits, "
               f"entropy moved {row['entropy_shift_bits']} bits")
-    if "shapes" in results:
-        s = results["shapes"]
-        for row in s["rows"]:
-            print(f"  shape {row['shape']:<11} " + (row["error"] if "error" in row else
-                  f"{row['tokens_per_second']} tokens/s, peak {row['peak_rss_mib']} MiB, "
-                  f"loaded in {row['load_seconds']} s ({row['runtime']}, random weights)"))
-        print(f"  largest shape     sustaining {s['pacing_tokens_per_second']} tokens/s here: "
-              f"{s['largest_sustaining_pacing'] or 'none'}")
-    if "anchor" in results:
-        a = results["anchor"]
-        print(f"  llama.cpp anchor  " + (a["error"] if "error" in a else
-              f"{a['tokens_per_second']} tokens/s against the loop's "
-              f"{a['piece_tokens_per_second']}, a pass each in turn, {a['rounds']} rounds "
-              f"({a['engine']}, the same GGUF{' and voice' if a['voice'] else ''}, "
-              f"{a['threads']} thread{'s' if a['threads'] != 1 else ''}); the piece's loop / "
-              f"llama.cpp = {a['ratio']} (median; rounds {a['ratio_range'][0]}-"
-              f"{a['ratio_range'][1]})"))
     v = results["verdict"]
     print(f"  verdict           {'sustains' if v['sustains_pacing'] else 'does NOT sustain'} "
           f"{config.pacing.tokens_per_second} tokens/s, headroom x{v['headroom']}")
+
+
+def _print_shapes(s: dict) -> None:
+    for row in s["rows"]:
+        print(f"  shape {row['shape']:<11} " + (row["error"] if "error" in row else
+              f"{row['tokens_per_second']} tokens/s, peak {row['peak_rss_mib']} MiB, "
+              f"loaded in {row['load_seconds']} s ({row['runtime']}, random weights)"))
+    print(f"  largest shape     sustaining {s['pacing_tokens_per_second']} tokens/s here: "
+          f"{s['largest_sustaining_pacing'] or 'none'}")
+
+
+def _print_anchor(a: dict) -> None:
+    print(f"  llama.cpp anchor  " + (a["error"] if "error" in a else
+          f"{a['tokens_per_second']} tokens/s against the loop's "
+          f"{a['piece_tokens_per_second']}, a pass each in turn, {a['rounds']} rounds "
+          f"({a['engine']}, the same GGUF{' and voice' if a['voice'] else ''}, "
+          f"{a['threads']} thread{'s' if a['threads'] != 1 else ''}); the piece's loop / "
+          f"llama.cpp = {a['ratio']} (median; rounds {a['ratio_range'][0]}-"
+          f"{a['ratio_range'][1]})"))

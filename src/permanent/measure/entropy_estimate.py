@@ -5,7 +5,7 @@ gives the full next-token distribution at every token. Its exact entropy is comp
 `entropy_from_top_logprobs` of its k likeliest log-probabilities: what a server sends.
 `fit_offset` chooses the tail's offset that makes the estimate's mean absolute error least.
 
-    permanent bench --entropy-estimate [--tokens 2000] [--top-k 20] [--seed 0]
+    permanent bench entropy [--tokens 2000] [--top-k 20] [--seed 0]
 """
 
 from __future__ import annotations

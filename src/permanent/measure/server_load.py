@@ -3,7 +3,7 @@
 Each of N clients writes passes from the server, flat out, as N pieces' model processes
 would, for a while; tokens/s per client and in all, and the screens that total sustains.
 
-    permanent bench --server [--clients 1,2,4] [--seconds 30]
+    permanent bench server [--clients 1,2,4] [--seconds 30]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`permanent bench --shapes`: could this computer carry a larger voice?
+"""`permanent bench shapes`: could this computer carry a larger voice?
 
 The piece's own loop (compact decoder, 4-bit weights on a CPU) on random weights of the
 published SmolLM2 shapes. Speed does not depend on the values but for one thing: the
