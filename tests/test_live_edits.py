@@ -3,7 +3,6 @@ with one line, and the piece goes on writing on the last good settings."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import time
 
@@ -16,6 +15,7 @@ from permanent.measure.audio_soak import audio_soak, dropouts, largest_step
 from permanent.room.fans import semitones
 from permanent.room.preset import load_preset
 
+from conftest import recording_the_hum
 from test_piece import Running, sink_inputs
 
 pytestmark = pytest.mark.slow
@@ -70,26 +70,18 @@ def test_what_a_visitor_hears(pulse_env, embedded_model, tmp_path):
     config.write_text(FAST_PASSES.format(preset=quiet_hiss_preset(tmp_path)))
     assert not sink_inputs(pulse_env).strip(), "something else is playing"
     wav = tmp_path / "room.wav"
-    fmt = ["--rate=48000", "--channels=2", "--format=s16le"]
-    # A stream of zeros keeps the null sink running, so the recording follows the clock.
-    keep_running = subprocess.Popen(["pacat", "--device=hum", "--raw", *fmt],
-                                    stdin=open("/dev/zero", "rb"), env=pulse_env)
-    recorder = subprocess.Popen(["parec", "-d", "hum.monitor", *fmt, "--file-format=wav",
-                                 str(wav)], env=pulse_env)
-    time.sleep(2.5)   # the monitor first replays what the sink last played; let that pass
-    piece = Running(pulse_env, "--config", str(config))
-    try:
-        piece.wait_for(r"first token shown")
-        time.sleep(14)                       # a few passes, with the model generating
-        shown = piece.count(r"shown '")
-        sigterm = time.monotonic()
-        assert piece.terminate() < 2.0 and piece.process.returncode == 0
-        time.sleep(1.0)
-    finally:
-        piece.kill()
-        recorder.send_signal(signal.SIGINT)   # parec writes its WAV header on SIGINT
-        recorder.wait(timeout=10)
-        keep_running.kill()
+    with recording_the_hum(pulse_env, wav):
+        time.sleep(2.5)   # the monitor first replays what the sink last played; let that pass
+        piece = Running(pulse_env, "--config", str(config))
+        try:
+            piece.wait_for(r"first token shown")
+            time.sleep(14)                       # a few passes, with the model generating
+            shown = piece.count(r"shown '")
+            sigterm = time.monotonic()
+            assert piece.terminate() < 2.0 and piece.process.returncode == 0
+            time.sleep(1.0)
+        finally:
+            piece.kill()
     samples, rate = read_wav(wav)
     signal_ = mono(samples)
     at = lambda seconds: int(seconds * rate)

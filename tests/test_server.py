@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from permanent.model.server.top_k_entropy import TAIL_OFFSET_BITS
 from permanent.room.fans import semitones
 from permanent.room.preset import load_preset
 
-from conftest import REPO
+from conftest import REPO, recording_the_hum
 from test_live_paths import SHORT_PASSES
 from test_piece import Running
 
@@ -165,36 +164,29 @@ def test_a_piece_in_a_window_writes_through_a_server_crash_and_its_return(
     env = dict(xvfb_env, PULSE_SERVER=pulse_env["PULSE_SERVER"],
                PULSE_RUNTIME_PATH=pulse_env["PULSE_RUNTIME_PATH"])
     wav = tmp_path / "room.wav"
-    fmt = ["--rate=48000", "--channels=2", "--format=s16le"]
-    keep_running = subprocess.Popen(["pacat", "--device=hum", "--raw", *fmt],
-                                    stdin=open("/dev/zero", "rb"), env=pulse_env)
-    recorder = subprocess.Popen(["parec", "-d", "hum.monitor", *fmt, "--file-format=wav",
-                                 str(wav)], env=pulse_env)
-    piece = Running(env, "--windowed", "--config", server_config(tmp_path, server.url),
-                    on_screen=True)
-    try:
-        piece.wait_for(r"model ready: smollm2 at .*inference server; fallback: embedded")
-        piece.wait_for(r"first token shown")
-        time.sleep(8)
-        killed = time.monotonic() - piece.started
-        server.kill()
-        piece.wait_for(r"inference server: .*(mid-pass|cannot reach).*embedded model writes",
-                       timeout=60)
-        fallback = float(piece.wait_for(r"embedded model wrote its first token ([\d.]+) s "
-                                        r"after the server failed", timeout=30)[1])
-        time.sleep(6)
-        server.start()
-        piece.wait_for(r"answers again; writing from it", timeout=60)
-        back = time.monotonic() - piece.started
-        time.sleep(8)
-        assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
-    finally:
-        piece.kill()
-        recorder.send_signal(signal.SIGINT)
-        recorder.wait(timeout=10)
-        keep_running.kill()
-        if server.process.poll() is not None:
-            server.start()   # the next test needs it
+    with recording_the_hum(pulse_env, wav):
+        piece = Running(env, "--windowed", "--config", server_config(tmp_path, server.url),
+                        on_screen=True)
+        try:
+            piece.wait_for(r"model ready: smollm2 at .*inference server; fallback: embedded")
+            piece.wait_for(r"first token shown")
+            time.sleep(8)
+            killed = time.monotonic() - piece.started
+            server.kill()
+            piece.wait_for(
+                r"inference server: .*(mid-pass|cannot reach).*embedded model writes", timeout=60)
+            fallback = float(piece.wait_for(r"embedded model wrote its first token ([\d.]+) s "
+                                            r"after the server failed", timeout=30)[1])
+            time.sleep(6)
+            server.start()
+            piece.wait_for(r"answers again; writing from it", timeout=60)
+            back = time.monotonic() - piece.started
+            time.sleep(8)
+            assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
+        finally:
+            piece.kill()
+            if server.process.poll() is not None:
+                server.start()   # the next test needs it
     shown = [t for t, line in piece.lines if "shown '" in line or 'shown "' in line]
     assert len([t for t in shown if t > back]) > 10, "no text after the server came back"
     gaps = np.diff(shown)

@@ -199,7 +199,7 @@ def _add_bench(sub) -> None:
                         cmd_bench)
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.add_argument("--warm-only", action="store_true",
-                       help="skip the launch with an empty model cache (saves ~25 s)")
+                       help="skip the launch with an empty model cache (and its conversion)")
     bench.add_argument("--variants", action="store_true",
                        help="also compare every way of running the model: runtimes, "
                        "weight packings, bf16, one thread, int8 dynamic quantization")
