@@ -1,14 +1,23 @@
 """The project's 4-bit kernel: built here by the system's compiler, run on real matrices,
-checked against float64 products of the same weights."""
+checked against float64 products of the same weights; and its cache, loaded only when this
+user built it and it is as they built it."""
 
+import hashlib
 import logging
 import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from permanent.model.local import int4_kernel, kernels, store as model_store
 from permanent.model.local.weight_packing import PackedLinear
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -93,7 +102,9 @@ def test_it_is_built_once_and_without_a_compiler_torch_s_kernel_runs(
     try:
         assert kernels.own_kernel_unavailable(576) is None
         built = list((tmp_path / "kernels").glob("int4_kernel-*.so"))
-        assert len(built) == 1 and not list((tmp_path / "kernels").glob("*.part"))
+        assert len(built) == 1   # and its hash beside it, nothing half-built
+        assert {p.name for p in (tmp_path / "kernels").iterdir()} == {
+            built[0].name, built[0].name + ".sha256"}
         stamp = built[0].stat().st_mtime_ns
         int4_kernel._library.cache_clear()   # as the next start: loaded, not built again
         monkeypatch.setenv("CC", "/nonexistent/cc")
@@ -132,3 +143,181 @@ def test_a_compiler_that_fails_or_a_cache_that_cannot_be_written_is_reported(one
         assert kernels.own_kernel_unavailable(576).startswith("no place to build it: [Errno 20]")
     finally:
         int4_kernel._library.cache_clear()
+
+
+# The kernel cache: a library is code, so a cached one is loaded only where nobody but
+# this user could have put it there, and only as it was built.
+
+OTHER_UID = 4321   # no user of this machine: a file of someone else's
+BUILD_IN_A_CHILD = ("import os, sys; os.umask(int(sys.argv[1], 8)); "
+                    "from permanent.model.local import int4_kernel; "
+                    "sys.exit(int4_kernel.why_unavailable())")
+
+
+def build_as_a_previous_start(cache_home, umask=0o022):
+    """The kernel built by another process, as by the piece's last start: this process
+    has loaded nothing from that path (the dynamic loader would hand back what it holds)."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache_home),
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", BUILD_IN_A_CHILD, f"{umask:o}"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return cache_home / "permanent/models/kernels"
+
+
+@pytest.fixture(scope="module")
+def built_once(tmp_path_factory):
+    """A kernel cache as a previous start left it, built once for the tests below."""
+    return build_as_a_previous_start(tmp_path_factory.mktemp("built"))
+
+
+@pytest.fixture
+def cache(one_thread, tmp_path, monkeypatch, built_once):
+    """This test's own kernel cache, holding copies of the kernel built above."""
+    folder = tmp_path / "permanent/models/kernels"
+    shutil.copytree(built_once, folder)
+    monkeypatch.setattr(model_store, "cache_root", lambda: folder.parent)
+    int4_kernel._library.cache_clear()
+    yield folder
+    int4_kernel._library.cache_clear()
+
+
+def the_library(folder):
+    [library] = folder.glob("int4_kernel-*.so")
+    return library
+
+
+def start(caplog):
+    """What a start of the piece makes of the cache: None where the project's kernel runs."""
+    int4_kernel._library.cache_clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="permanent.generator"):
+        return kernels.own_kernel_unavailable(576)
+
+
+def runs_and_is_trusted(folder):
+    """The kernel computes, and the file is this user's, writable by no one else, with
+    the hash `sha256sum -c` checks."""
+    (weight, scales), exact_weights = grid_weights(16, 64, seed=4)
+    x = torch.randn(1, 64)
+    assert torch.allclose(int4_kernel.linear(x, weight, scales).double(),
+                          x.double() @ exact_weights.T, rtol=1e-2, atol=1e-3)
+    library = the_library(folder)
+    held = library.stat()
+    assert held.st_uid == os.geteuid() and not held.st_mode & 0o022
+    checked = subprocess.run(["sha256sum", "--check", library.name + ".sha256"], cwd=folder,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_kernel_built_under_a_loose_umask_is_trusted_and_loaded_next_start(
+        one_thread, tmp_path, monkeypatch, caplog):
+    """A umask of 002 (a user private group's) would leave the linker's output writable
+    by the group, and so refused at every start: it is built writable by its owner alone."""
+    folder = build_as_a_previous_start(tmp_path, umask=0o002)
+    monkeypatch.setattr(model_store, "cache_root", lambda: folder.parent)
+    built = the_library(folder).stat().st_ino
+    try:
+        assert start(caplog) is None and caplog.text == ""
+        assert the_library(folder).stat().st_ino == built   # loaded, not built again
+        runs_and_is_trusted(folder)
+    finally:
+        int4_kernel._library.cache_clear()
+
+
+def flip_a_byte(library):
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    library.write_bytes(bytes(data))
+
+
+def cut_short(library):
+    with open(library, "r+b") as file:
+        file.truncate(library.stat().st_size // 2)
+
+
+def replace_with_a_link(library):
+    copy = library.with_name("elsewhere.so")
+    shutil.copy2(library, copy)
+    library.unlink()
+    library.symlink_to(copy)
+
+
+@pytest.mark.parametrize("spoil, reason", [
+    (lambda so: os.chown(so, OTHER_UID, OTHER_UID),
+     f"it belongs to uid {OTHER_UID}, not to this user"),
+    (lambda so: os.chmod(so, 0o775), "others can write to it (mode 775)"),
+    (lambda so: os.chmod(so, 0o757), "others can write to it (mode 757)"),
+    (flip_a_byte, "its bytes are not those recorded when it was built"),
+    (cut_short, "its bytes are not those recorded when it was built (cut short or damaged)"),
+    (lambda so: so.with_name(so.name + ".sha256").unlink(), "no hash was recorded"),
+    (replace_with_a_link, "it is not a plain file"),
+], ids=["another-owner", "group-writable", "world-writable", "a-byte-flipped", "cut-short",
+        "no-hash", "a-link"])
+def test_a_cached_kernel_not_as_this_user_built_it_is_built_afresh(cache, caplog, spoil,
+                                                                  reason):
+    library = the_library(cache)
+    spoil(library)
+    spoiled = library.lstat().st_ino
+    assert start(caplog) is None                        # the project's kernel runs ...
+    assert the_library(cache).lstat().st_ino != spoiled  # ... from a fresh build
+    assert f"the kernel at {library} is built afresh: {reason}" in caplog.text
+    runs_and_is_trusted(cache)
+    assert start(caplog) is None and caplog.text == ""   # and the next start trusts it
+
+
+def test_a_cache_folder_others_can_write_to_is_made_private_and_built_afresh(cache, caplog):
+    os.chmod(cache, 0o777)
+    before = the_library(cache).stat().st_ino
+    assert start(caplog) is None
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o755
+    assert the_library(cache).stat().st_ino != before
+    assert ("built afresh: its folder could be written by others (mode 777); now only this "
+            "user can") in caplog.text
+    runs_and_is_trusted(cache)
+
+
+def test_a_cache_folder_of_another_user_s_is_not_used(cache, caplog):
+    os.chown(cache, OTHER_UID, OTHER_UID)
+    before = the_library(cache).stat().st_ino
+    why = start(caplog)
+    assert why == (f"the kernel cache {cache} belongs to uid {OTHER_UID}, not to this user "
+                   f"(uid {os.geteuid()}), so nothing in it is loaded; remove it and the "
+                   "next start builds the kernel there again")
+    assert why in caplog.text and "torch's int4 kernel is used instead" in caplog.text
+    assert the_library(cache).stat().st_ino == before   # nothing written there either
+    packed = PackedLinear([torch.nn.Linear(576, 64)], "int4")
+    assert packed.kernel == "torch" and packed.kernel_note == why
+
+
+def test_garbage_under_a_matching_hash_is_built_afresh(cache, caplog):
+    """A file that is not a library at all, though its record matches (the record was
+    written over it): the loader refuses it, and it is built again, once."""
+    library = the_library(cache)
+    library.write_bytes(b"\x7fELF but not a library" * 100)
+    record = library.with_name(library.name + ".sha256")
+    record.write_text(f"{hashlib.sha256(library.read_bytes()).hexdigest()}  {library.name}\n")
+    assert start(caplog) is None
+    assert f"the kernel at {library} is built afresh: {library} could not be loaded" in caplog.text
+    runs_and_is_trusted(cache)
+
+
+def test_a_build_that_does_not_load_is_tried_once_and_torch_s_kernel_runs(
+        cache, caplog, monkeypatch, tmp_path):
+    """A compiler that writes something that is not a library: one build a start, never
+    a loop, and nothing left behind for the next start to load."""
+    builds = tmp_path / "builds"
+    junk = tmp_path / "cc"
+    junk.write_text("#!/bin/sh\necho built >> " + str(builds) + "\n"
+                    "while [ \"$1\" != -o ]; do shift; done\necho 'not a library' > \"$2\"\n")
+    os.chmod(junk, 0o755)
+    monkeypatch.setenv("CC", str(junk))
+    library = the_library(cache)
+    flip_a_byte(library)
+    why = start(caplog)
+    assert why.startswith(f"the kernel built here does not load: {library} could not be loaded")
+    assert builds.read_text() == "built\n"
+    assert f"torch's int4 kernel is used instead of the project's: {why}" in caplog.text
+    assert not list(cache.iterdir())
+    packed = PackedLinear([torch.nn.Linear(576, 64)], "int4")
+    assert packed.kernel == "torch" and packed.kernel_note == why

@@ -14,6 +14,18 @@ first time a model loads, into the cache beside the converted model; later start
 that file. Without a compiler, or on a CPU without AVX2, FMA and F16C, the int4 layers run
 on torch's kernel, and the runtime's description says why.
 
+Loading a library runs its code, so a cached one is loaded only where nobody but this
+user could have put it there or changed it (`_distrust`): its folder and the file are
+this user's and writable by no one else, and the file's bytes match the SHA-256 recorded
+beside it when it was built (`<name>.so.sha256`, in `sha256sum`'s format). The hash is a
+sidecar, not part of the name, so the name still says only which source and flags it was
+built from; it catches a file that was cut short or damaged, not an attacker, whom the
+ownership checks keep out. A cache folder of this user's that others could write to is
+made private again and what is in it rebuilt; one that belongs to someone else is not
+used. Anything else found wrong is built again once, to a temporary name and renamed into
+place whole; a build that still does not load leaves torch's kernel running, with the
+reason.
+
 The weight layout (see `pack`): per output row, each pair of 32-input blocks is 32 bytes,
 the first block's levels (0-15) in the low nibbles and the second's in the high ones,
 with a float16 (scale, minimum) per block, as a GGUF's Q4_1 blocks hold them: weight =
@@ -22,6 +34,7 @@ scale * level + minimum.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -29,6 +42,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -55,29 +69,119 @@ def _cpu_lacks() -> str | None:
 
 
 def _build(target: Path) -> str | None:
-    """Compile the kernel to `target`; None, or why it could not be."""
+    """Compile the kernel to `target` and record its hash beside it; None, or why it could
+    not be."""
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
         return (f"no C compiler ({compiler!r} is not on PATH); install one "
                 "(Debian: apt install gcc) and the next start builds the faster kernel")
+    record = _record_of(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         # Built beside its final name, moved there whole: another process may be loading it.
         fd, part = tempfile.mkstemp(suffix=".so.part", dir=target.parent)
         os.close(fd)
-    except OSError as e:   # a cache that cannot be written (a read-only home)
+    except OSError as e:   # a cache that cannot be written (a full disk)
         return f"no place to build it: {e}"
+    record_part = part + ".sha256"
     try:
         done = subprocess.run([compiler, *FLAGS, "-o", part, str(SOURCE)],
                               capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             return f"{compiler} failed on {SOURCE.name}: {done.stderr.strip()[:300]}"
+        # The linker gives its output the umask's mode, which may let the group write.
+        os.chmod(part, 0o755)
+        Path(record_part).write_text(f"{_sha256(Path(part))}  {target.name}\n")
         os.replace(part, target)
+        os.replace(record_part, record)
         return None
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"{compiler} could not build {SOURCE.name}: {e}"
     finally:
         Path(part).unlink(missing_ok=True)
+        Path(record_part).unlink(missing_ok=True)
+
+
+def _record_of(library: Path) -> Path:
+    """Where the SHA-256 of `library`'s bytes is kept."""
+    return library.with_name(library.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 16):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _claim_folder(folder: Path) -> tuple[str | None, str | None]:
+    """Make `folder` one that only this user can change: (why what is in it must be
+    rebuilt, or None; why it cannot be used at all, or None)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        held = folder.stat()
+    except OSError as e:   # a cache that cannot be written (a read-only home)
+        return None, f"no place to build it: {e}"
+    if held.st_uid != os.geteuid():
+        return None, (f"the kernel cache {folder} belongs to uid {held.st_uid}, not to this "
+                      f"user (uid {os.geteuid()}), so nothing in it is loaded; remove it and "
+                      "the next start builds the kernel there again")
+    if not held.st_mode & _OTHERS_WRITE:
+        return None, None
+    try:
+        os.chmod(folder, stat.S_IMODE(held.st_mode) & ~_OTHERS_WRITE)
+    except OSError as e:
+        return None, f"the kernel cache {folder} can be written by others and stays so: {e}"
+    return (f"its folder could be written by others (mode {stat.S_IMODE(held.st_mode):o}); "
+            "now only this user can"), None
+
+
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+
+def _distrust(library: Path) -> str | None:
+    """Why the cached `library` must not be loaded, or None where it may be."""
+    try:
+        held = library.lstat()
+    except OSError as e:
+        return f"it cannot be read: {e}"
+    if not stat.S_ISREG(held.st_mode):
+        return "it is not a plain file"
+    if held.st_uid != os.geteuid():
+        return f"it belongs to uid {held.st_uid}, not to this user (uid {os.geteuid()})"
+    if held.st_mode & _OTHERS_WRITE:
+        return f"others can write to it (mode {stat.S_IMODE(held.st_mode):o})"
+    try:
+        recorded = _record_of(library).read_text(errors="replace").split()[:1]
+    except OSError:
+        return "no hash was recorded when it was built"
+    try:
+        found = _sha256(library)
+    except OSError as e:
+        return f"it cannot be read: {e}"
+    if recorded != [found]:
+        return "its bytes are not those recorded when it was built (cut short or damaged)"
+    return None
+
+
+def _load(library: Path) -> tuple[ctypes.CDLL | None, str | None]:
+    """(the kernel in `library`, None), or (None, why it would not load)."""
+    try:
+        loaded = ctypes.CDLL(str(library))
+        function = loaded.int4_linear
+    except (OSError, AttributeError) as e:   # not a library, or not this one
+        return None, f"{library} could not be loaded: {e}"
+    function.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                         ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    function.restype = ctypes.c_int
+    return loaded, None
+
+
+def cached_path() -> Path:
+    """Where the kernel built from this source with these flags is kept."""
+    from .store import cache_root
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    return cache_root() / "kernels" / f"int4_kernel-{digest}.so"
 
 
 @functools.cache
@@ -85,21 +189,28 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     """(the loaded kernel, None), or (None, why it is not available here)."""
     if (lacks := _cpu_lacks()) is not None:
         return None, lacks
-    from .store import cache_root
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    target = cache_root() / "kernels" / f"int4_kernel-{digest}.so"
-    if not target.exists() and (failure := _build(target)) is not None:
-        log.warning("torch's int4 kernel is used instead of the project's: %s", failure)
-        return None, failure
-    try:
-        library = ctypes.CDLL(str(target))
-    except OSError as e:
-        return None, f"{target} could not be loaded: {e}"
-    library.int4_linear.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
-                                    ctypes.c_void_p, ctypes.c_void_p]
-    library.int4_linear.restype = ctypes.c_int
-    return library, None
+    target = cached_path()
+    rebuild, failure = _claim_folder(target.parent)
+    if failure is None:
+        if rebuild is None and target.exists():
+            rebuild = _distrust(target)
+            if rebuild is None:
+                library, rebuild = _load(target)
+                if library is not None:
+                    return library, None
+        if rebuild is not None:
+            log.warning("the kernel at %s is built afresh: %s", target, rebuild)
+        failure = _build(target)
+    if failure is None:
+        library, failure = _load(target)
+        if library is not None:
+            return library, None
+        failure = f"the kernel built here does not load: {failure}"
+        with contextlib.suppress(OSError):   # the next start builds afresh, never loads this
+            target.unlink(missing_ok=True)
+            _record_of(target).unlink(missing_ok=True)
+    log.warning("torch's int4 kernel is used instead of the project's: %s", failure)
+    return None, failure
 
 
 def why_unavailable() -> str | None:
