@@ -1,10 +1,21 @@
-"""The page as pixels, drawn offscreen by the same code as the live window."""
+"""The page as pixels, drawn offscreen by the same code as the live window; and the
+window itself, on a real X server that may come up late."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pygame
 import pytest
 
 from permanent.config import DisplayConfig, PacingConfig
+from permanent.screen import display as display_module
 from permanent.screen.display import PageView
 from permanent.events import TokenEvent
 from permanent.screen.pacing import Conductor
@@ -12,6 +23,7 @@ from permanent.screen.pacing import Conductor
 SIZE = (1280, 720)
 SETTINGS = DisplayConfig(background_colour=(0, 0, 0), text_colour=(220, 210, 200),
                          scroll_seconds=0.5)
+REPO = Path(__file__).resolve().parent.parent
 TEXT = ("I am being computed somewhere warm. The fans are pushing air across the boards, "
         "and the weights stay exactly where they are while this pass runs on. ") * 3
 
@@ -182,3 +194,148 @@ def test_wrapping_is_ragged_right_and_never_splits_a_word(surface):
     assert all(line.split() and set(line.split()) <= set(words) for line in lines)
     widths = {view.font.size(line)[0] for line in lines[:-1]}
     assert len(widths) > 1 and max(widths) <= view.area.width   # ragged, never over
+
+
+# A display that is named but not there yet (an X server that comes up after the piece, as
+# at a gallery computer's boot) is waited for; with none named, the piece stops at once.
+# Each case opens the screen in a child process, on a real Xvfb, as the piece would.
+
+OPEN_A_WINDOW = """
+import json, logging, sys, time
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+from permanent.config import DisplayConfig
+from permanent.errors import DisplayError
+from permanent.screen import display
+display.DISPLAY_WAIT_SECONDS = float(sys.argv[1])
+called = time.monotonic()
+try:
+    surface = display.open_screen(DisplayConfig(window_size=(320, 240)), windowed=True)
+except DisplayError as e:
+    print(json.dumps({"refused": str(e), "took": time.monotonic() - called}), flush=True)
+    sys.exit(3)
+print(json.dumps({"opened": time.monotonic(), "took": time.monotonic() - called,
+                  "driver": display.pygame.display.get_driver()}), flush=True)
+sys.stdin.read()   # the window stays up until the test has looked for it
+"""
+
+
+class Opening:
+    """`OPEN_A_WINDOW` in a child process, its log lines collected as they come."""
+
+    def __init__(self, display, wait_seconds):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+        if display is not None:
+            env["DISPLAY"] = display
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", OPEN_A_WINDOW, str(wait_seconds)], env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.log: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.log.extend(self.process.stderr),
+                                        daemon=True)
+        self._reader.start()
+
+    def wait_for_log(self, text, guard=60):
+        """Until a log line holds `text`; `guard` only stops a hung child."""
+        deadline = time.monotonic() + guard
+        while not any(text in line for line in self.log):
+            assert self.process.poll() is None, f"it ended first: {''.join(self.log)}"
+            assert time.monotonic() < deadline, "".join(self.log)
+            time.sleep(0.05)
+
+    def result(self):
+        line = self.process.stdout.readline()
+        assert line, f"it said nothing: {''.join(self.log)}"
+        return json.loads(line)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=10)
+        return "".join(self.log)
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def a_free_display() -> str:
+    """An X display number nobody serves (no socket, no lock), above those Xvfb's
+    -displayfd hands out from :0 upward."""
+    for number in range(200 + random.randrange(300), 1000):
+        if not (Path(f"/tmp/.X11-unix/X{number}").exists() or Path(f"/tmp/.X{number}-lock").exists()):
+            return f":{number}"
+    raise AssertionError("no free X display number")
+
+
+def start_xvfb(display):
+    """Xvfb serving `display`, and the moment it said it is ready."""
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", display, "-displayfd", str(write), "-screen", "0",
+                               "640x480x24", "-nolisten", "tcp", "-ac"], pass_fds=(write,),
+                              stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        assert pipe.readline().strip() == display.lstrip(":"), "Xvfb did not start"
+    return server, time.monotonic()
+
+
+def test_a_display_that_answers_late_is_waited_for_and_the_window_opens_on_it():
+    display = a_free_display()
+    late = Opening(display, wait_seconds=display_module.DISPLAY_WAIT_SECONDS)
+    server = direct = None
+    try:
+        late.wait_for_log(f"waiting for the display {display} (up to 30 s)")
+        time.sleep(3.0)                                     # the X server comes up later
+        server, ready = start_xvfb(display)
+        opened = late.result()
+        assert opened.get("driver") == "x11", opened
+        tree = subprocess.run(["xwininfo", "-root", "-tree", "-display", display],
+                              capture_output=True, text=True, timeout=30).stdout
+        assert '"permanent"' in tree                        # the window is on that screen
+        log = late.close()
+        assert log.count("waiting for the display") == 1, log   # one line, not one a try
+        assert f"the display {display} answered" in log
+        # Soon after it answered: within one retry and the time a window takes to open
+        # on a display that is already there, measured here.
+        direct = Opening(display, wait_seconds=0)
+        on_a_ready_display = direct.result()["took"]
+        direct.close()
+        assert ready < opened["opened"] < (ready + display_module.DISPLAY_RETRY_SECONDS
+                                           + 3 * on_a_ready_display), (opened, ready)
+    finally:
+        late.kill()
+        if direct is not None:
+            direct.kill()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def test_with_no_display_named_it_stops_at_once_and_one_never_there_after_the_wait():
+    unnamed = Opening(None, wait_seconds=display_module.DISPLAY_WAIT_SECONDS)
+    refused = unnamed.result()
+    log = unnamed.close()
+    assert unnamed.process.returncode == 3
+    assert refused["refused"].startswith("no display to draw on (SDL found only its "
+                                         "offscreen driver). Set DISPLAY")
+    assert "waiting" not in log
+    # At once: one try, not a wait (it returns before a second try would have begun).
+    assert refused["took"] < display_module.DISPLAY_RETRY_SECONDS
+
+    display, wait = a_free_display(), 2.0                   # the wait, lowered for the test
+    never = Opening(display, wait_seconds=wait)
+    try:
+        refused = never.result()
+        log = never.close()
+    finally:
+        never.kill()
+    assert never.process.returncode == 3
+    assert refused["refused"].startswith(
+        "no display to draw on (SDL found only its offscreen driver; waited 2 s for the "
+        f"display {display}). Set DISPLAY to the screen")
+    assert log.count(f"waiting for the display {display} (up to 2 s)") == 1, log
+    # The last try begins at the deadline, and a try is shorter than a retry (above).
+    assert wait <= refused["took"] < wait + display_module.DISPLAY_RETRY_SECONDS

@@ -7,9 +7,12 @@ frames for a render.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # noqa: E402  (the line above must come first)
@@ -19,25 +22,32 @@ from ..errors import DisplayError
 from .pacing import ease_in_out
 from .typesetting import Page
 
+log = logging.getLogger("permanent")
 
-def open_screen(settings: DisplayConfig, windowed: bool, embedded: bool = False) -> pygame.Surface:
+# A gallery computer's X server may come up a moment after the piece (both started at
+# boot): a display that is named but does not answer yet is waited for this long.
+DISPLAY_WAIT_SECONDS = 30.0
+DISPLAY_RETRY_SECONDS = 0.5
+NO_DISPLAY = ("no display to draw on ({}). Set DISPLAY to the screen that should show the "
+              "piece (for example DISPLAY=:0), or start it from the desktop session; "
+              "--windowed opens a window instead of going fullscreen.")
+
+
+def open_screen(settings: DisplayConfig, windowed: bool, embedded: bool = False,
+                wait_seconds: float | None = None,
+                stop_requested: Callable[[], bool] = lambda: False) -> pygame.Surface:
     """Open the window (fullscreen unless `windowed`) or say clearly why there is none.
 
     `embedded`: draw into the window named by SDL_WINDOWID (a screensaver host's), at
-    its size."""
+    its size. A display that DISPLAY (or WAYLAND_DISPLAY) names but that does not answer
+    is waited for up to `wait_seconds` (None: DISPLAY_WAIT_SECONDS, which tests lower),
+    or until `stop_requested()`; with none named there is nothing to wait for. A host's
+    window is never waited for: its display was there when the host made it."""
     fullscreen = settings.fullscreen and not windowed and not embedded
-    no_display = ("no display to draw on ({}). Set DISPLAY to the screen that should show the "
-                  "piece (for example DISPLAY=:0), or start it from the desktop session; "
-                  "--windowed opens a window instead of going fullscreen.")
-    try:
-        pygame.display.init()
-    except pygame.error as e:
-        raise DisplayError(no_display.format(e)) from None
-    driver = pygame.display.get_driver()
-    if driver in ("offscreen", "dummy") and os.environ.get("SDL_VIDEODRIVER") != driver:
-        # SDL falls back to drawing into memory when it finds no screen: nobody would see it.
-        pygame.display.quit()
-        raise DisplayError(no_display.format(f"SDL found only its {driver} driver"))
+    if embedded:
+        wait_seconds = 0.0
+    _start_video(DISPLAY_WAIT_SECONDS if wait_seconds is None else wait_seconds,
+                 stop_requested)
     pygame.display.set_caption("permanent")
     try:
         if embedded:
@@ -55,6 +65,48 @@ def open_screen(settings: DisplayConfig, windowed: bool, embedded: bool = False)
         raise DisplayError(f"cannot open the {'fullscreen ' if fullscreen else ''}window ({e}). "
                            "Check DISPLAY, or try --windowed.") from None
     return surface
+
+
+def named_display() -> str | None:
+    """The display the environment names: X's DISPLAY, else Wayland's, else None."""
+    return os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or None
+
+
+def _start_video(wait_seconds: float, stop_requested: Callable[[], bool]) -> None:
+    """SDL's video on a real screen, waiting for a named one that does not answer yet;
+    raises DisplayError where there is none."""
+    started = time.monotonic()
+    why = _video_on_a_screen()
+    display = named_display()
+    if why is None or display is None or wait_seconds <= 0:
+        if why is not None:
+            raise DisplayError(NO_DISPLAY.format(why))
+        return
+    log.warning("waiting for the display %s (up to %.0f s): it does not answer yet (%s)",
+                display, wait_seconds, why)
+    while (left := started + wait_seconds - time.monotonic()) > 0 and not stop_requested():
+        time.sleep(min(DISPLAY_RETRY_SECONDS, left))
+        if (why := _video_on_a_screen()) is None:
+            log.info("the display %s answered %.1f s after the first try", display,
+                     time.monotonic() - started)
+            return
+    raise DisplayError(NO_DISPLAY.format(
+        f"{why}; waited {time.monotonic() - started:.0f} s for the display {display}"))
+
+
+def _video_on_a_screen() -> str | None:
+    """Start SDL's video: None where it reaches a screen, else why it did not."""
+    try:
+        pygame.display.init()
+    except pygame.error as e:   # a driver asked for by SDL_VIDEODRIVER that cannot start
+        return str(e)
+    driver = pygame.display.get_driver()
+    if driver in ("offscreen", "dummy") and os.environ.get("SDL_VIDEODRIVER") != driver:
+        # SDL falls back to drawing into memory when its X11 and Wayland drivers reach no
+        # server (DISPLAY unset, or naming one that does not answer): nobody would see it.
+        pygame.display.quit()
+        return f"SDL found only its {driver} driver"
+    return None
 
 
 # The piece's typeface: JetBrains Mono Light (SIL OFL 1.1, see fonts/OFL.txt). A machine's
