@@ -1,5 +1,6 @@
 """What the piece does when an inference server misbehaves in ways a real one seldom does
-on demand: no log-probabilities, broken chunks, a wrong model name, silence, a refused key.
+on demand: no log-probabilities, broken chunks, a wrong model name, silence, a refused key;
+and that neither its key nor a password in its address reaches a log.
 
 A small HTTP server on 127.0.0.1 speaks the OpenAI streaming format and misbehaves as each
 test asks; the client, its timeouts and the messages are the piece's real ones.
@@ -7,8 +8,10 @@ test asks; the client, its timeouts and the messages are the piece's real ones.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -16,12 +19,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from permanent.config import ModelConfig, TextConfig
+from permanent.config import ModelConfig, TextConfig, masked_url
 from permanent.events import TokenEvent
 from permanent.model.server import generator as server_generator
 from permanent.model.server.fallback import ServerWithFallback
 from permanent.model.server.generator import ServerFault, ServerGenerator
 from permanent.model.voice.prompt import SYSTEM_PROMPT
+
+from conftest import run_cli
 
 WORDS = [" The", " fans", " turn", " and", " the", " numbers", " stay", " still", "."]
 
@@ -231,3 +236,115 @@ def test_no_key_and_no_prompt_text_reach_the_log(fake, monkeypatch, caplog):
     assert "refused the key" in caplog.text
     assert "sk-very-secret" not in caplog.text
     assert SYSTEM_PROMPT[:40] not in caplog.text
+
+
+# A user and password written into model.server_url (a proxy's basic auth) are the
+# client's alone: every address the piece shows has them masked.
+
+PASSWORD = "s3cret-horse-battery"
+
+
+def with_credentials(url: str) -> str:
+    return url.replace("http://", f"http://gallery:{PASSWORD}@")
+
+
+def a_closed_port() -> int:
+    with socket.socket() as s:   # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://user:pass@host/v1", "http://user:***@host/v1"),
+    ("https://user:pass@host:8443/v1", "https://user:***@host:8443/v1"),
+    ("http://sk-token@host/v1", "http://***@host/v1"),         # a user alone may be a key
+    ("http://user:p%2Fa%40ss@host/v1", "http://user:***@host/v1"),
+    ("http://user:a@b@host/v1", "http://user:***@host/v1"),     # an @ in the password
+    ("http://gpu-box:8000/v1", "http://gpu-box:8000/v1"),
+])
+def test_the_password_in_an_address_is_masked(url, shown):
+    assert masked_url(url) == shown
+
+
+def test_a_password_ending_the_host_early_is_refused_without_repeating_it(tmp_path):
+    """An unescaped / in a password ends the host there, so the rest would be read as the
+    path, and shown: such an address is refused, and the message does not repeat it."""
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  server_url: http://gallery:pa/ss-word@gpu-box/v1\n"
+                      "  server_model: fake\n")
+    done = run_cli("check", "--config", str(config))
+    assert done.returncode == 2
+    assert ("line 2: model.server_url: has an @ after the end of its host; write a /, ?, # or "
+            "@ in the user or password as %2F, %3F, %23 or %40.") in done.stderr
+    assert "ss-word" not in done.stdout + done.stderr
+
+
+def test_no_password_in_the_address_reaches_the_log_or_a_message(fake, caplog):
+    """As the key above: a real refused request and a real unreachable server, with the
+    password in the address, through the fallback that logs what failed."""
+    caplog.set_level(logging.DEBUG)
+    fake.mode = "unauthorized"
+    generator = ServerGenerator(settings(with_credentials(fake.url)), TEXT)
+    both = ServerWithFallback(generator, "embedded", Standin)
+    list(both.write_pass(0))
+    sent = base64.b64decode(fake.keys[-1].removeprefix("Basic ")).decode()
+    assert sent == f"gallery:{PASSWORD}"                 # the server was given them ...
+    shown = with_credentials(fake.url).replace(PASSWORD, "***")
+    assert (f"the server at {shown} refused the user and password in model.server_url "
+            "(HTTP 401)") in caplog.text
+    assert generator.label == f"fake at {shown}"
+    messages = [caplog.text, generator.label, str(generator.fault)]
+    unreachable = ServerGenerator(
+        settings(with_credentials(f"http://127.0.0.1:{a_closed_port()}/v1")), TEXT)
+    with pytest.raises(ServerFault, match=r"cannot reach the server at http://gallery:\*\*\*@") \
+            as refused:
+        unreachable.probe()
+    messages.append(str(refused.value))
+    list(unreachable.write_pass(1))
+    messages.append(str(unreachable.fault))
+    assert all(PASSWORD not in text for text in messages), messages   # ... and no one else
+
+
+def test_check_and_bench_server_print_the_address_masked(tmp_path):
+    config = tmp_path / "config.yaml"
+    url = with_credentials(f"http://127.0.0.1:{a_closed_port()}/v1")
+    config.write_text(f"model:\n  server_url: {url}\n  server_model: fake\n"
+                      "  fallback: wait\n")
+    checked = run_cli("check", "--config", str(config))
+    assert checked.returncode == 1
+    assert "line 2: model.server_url: cannot reach the server at http://gallery:***@" \
+        in checked.stdout
+    benched = run_cli("bench", "server", "--config", str(config), "--seconds", "1")
+    assert benched.returncode != 0
+    assert "fake at http://gallery:***@127.0.0.1" in benched.stderr
+    assert "cannot reach the server at http://gallery:***@" in benched.stderr
+    config.write_text("model:\n  server_url: http://gallery:" + PASSWORD + "@gpu box/v1\n"
+                      "  server_model: fake\n")
+    refused = run_cli("check", "--config", str(config))
+    assert refused.returncode == 2
+    assert "(got 'http://gallery:***@gpu box/v1')" in refused.stderr
+    for done in (checked, benched, refused):
+        assert PASSWORD not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_the_running_piece_logs_the_address_masked(tmp_path):
+    """The whole program at its most talkative (-v), the server unreachable: the piece
+    hums and waits, and names the server in its log, masked."""
+    from test_piece import Running
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  server_url: "
+                      f"{with_credentials(f'http://127.0.0.1:{a_closed_port()}/v1')}\n"
+                      "  server_model: fake\n  fallback: wait\n")
+    env = dict(os.environ, PULSE_SERVER="unix:/nonexistent/socket")
+    piece = Running(env, "--windowed", "--config", str(config))
+    try:
+        piece.wait_for(r"inference server: cannot reach the server at "
+                       r"http://gallery:\*\*\*@127\.0\.0\.1:\d+/v1 .*the piece waits")
+        piece.wait_for(r"window open")
+        piece.terminate()
+        assert piece.process.returncode == 0, piece.log
+    finally:
+        piece.kill()
+    assert PASSWORD not in piece.log and "gallery:***@" in piece.log

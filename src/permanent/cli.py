@@ -343,6 +343,7 @@ def _add_bench_server(modes) -> argparse.ArgumentParser:
 def cmd_bench_server(args) -> int:
     import json
 
+    from .config import masked_url
     from .errors import ConfigError
     from .measure.machine import describe_machine, machine_line
     from .measure.server_load import print_load, server_load
@@ -357,8 +358,9 @@ def cmd_bench_server(args) -> int:
     except ValueError:
         raise ConfigError(f"--clients {args.clients!r}: give counts like 1,2,4") from None
     if not args.json:
-        print(f"{config.model.server_model} at {config.model.server_url}, {args.seconds:.0f} s "
-              f"each (this client: {machine_line(describe_machine())})", file=sys.stderr)
+        print(f"{config.model.server_model} at {masked_url(config.model.server_url)}, "
+              f"{args.seconds:.0f} s each (this client: {machine_line(describe_machine())})",
+              file=sys.stderr)
     results = []
     for count in clients:
         try:

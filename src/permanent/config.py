@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Union
+from urllib.parse import urlsplit
 
 from .schema import bounded, load_yaml_file
 
@@ -65,6 +66,25 @@ def parse_chord(text: str, check_only: bool = False):
     return Chord(frozenset(parts[:-1]), parts[-1])
 
 
+def credentials_masked(text: str, url: Optional[str]) -> str:
+    """`text` with the user and password written into `url` masked wherever they appear:
+    http://user:pass@host/v1 is shown as http://user:***@host/v1, so the password reaches
+    no log, screen or message. A user alone may be a token, so it is masked too."""
+    if not url:
+        return text
+    authority = urlsplit(url).netloc
+    userinfo, at, _ = authority.rpartition("@")
+    if not at:
+        return text
+    user, colon, _ = userinfo.partition(":")
+    return text.replace(f"{userinfo}@", f"{user}:***@" if colon else "***@")
+
+
+def masked_url(url: str) -> str:
+    """`url` as it may be shown: its password (or a user alone) masked."""
+    return credentials_masked(url, url)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "embedded"             # "embedded", a Hugging Face id in the local cache, or a folder
@@ -83,9 +103,18 @@ class ModelConfig:
 
     def validate(self):
         if self.server_url is not None:
+            if "@" in self.server_url.partition("://")[2].replace(
+                    urlsplit(self.server_url).netloc, "", 1):
+                # An unescaped / ? or # in a password ends the host early: the rest of the
+                # password would be read as a path, and shown unmasked. Not repeated here.
+                return "server_url", ("has an @ after the end of its host; write a /, ?, # "
+                                      "or @ in the user or password as %2F, %3F, %23 or %40.")
             if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.server_url):
-                return "server_url", (f"must be an http:// or https:// address such as "
-                                      f"http://gpu-box:8000/v1 (got {self.server_url!r}).")
+                shown = masked_url(self.server_url)
+                got = (f"got {shown!r}" if "@" not in self.server_url or shown != self.server_url
+                       else "not repeated here: it may hold a password")
+                return "server_url", ("must be an http:// or https:// address such as "
+                                      f"http://gpu-box:8000/v1 ({got}).")
             if not (self.server_model or "").strip():
                 return "server_model", ("is needed with server_url: the model name the "
                                         "server lists at /v1/models.")

@@ -21,7 +21,7 @@ try:    # the HTTP library under openai's client: httpx2 from openai 3, httpx be
 except ImportError:
     import httpx as http
 
-from ...config import ModelConfig, TextConfig
+from ...config import ModelConfig, TextConfig, credentials_masked, masked_url
 from ...errors import ModelError
 from ...events import TokenEvent, ends_sentence
 from ..passes import long_enough, numbered
@@ -48,7 +48,8 @@ class ServerGenerator:
 
     def __init__(self, settings: ModelConfig, text: TextConfig):
         self.settings = settings
-        self.url = settings.server_url.rstrip("/")
+        # The address as shown: a password written into it stays with the client alone.
+        self.url = masked_url(settings.server_url.rstrip("/"))
         self.label = f"{settings.server_model} at {self.url}"
         self.voice = "system prompt only (a server's model takes no local voice)"
         self.fault: Optional[ServerFault] = None
@@ -61,7 +62,7 @@ class ServerGenerator:
             log.warning("model.server_api_key_env names %s, which is not set; asking "
                         "without a key", key_env)
         self.client = openai.OpenAI(
-            base_url=self.url, api_key=key or "no-key", max_retries=1,
+            base_url=settings.server_url.rstrip("/"), api_key=key or "no-key", max_retries=1,
             timeout=openai.Timeout(READ_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS))
         for noisy in ("openai", "httpx", "httpx2", "httpcore", "httpcore2"):   # their debug lines carry the prompt
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -161,7 +162,7 @@ class ServerGenerator:
                     raise _fault(e, self.settings) from None
                 # The connection broke mid-stream, or a chunk was not what the API says.
                 raise ServerFault(f"the server at {self.url} broke off mid-pass "
-                                  f"({type(e).__name__}: {_short(e)}).") from None
+                                  f"({type(e).__name__}: {_short(e, self.settings)}).") from None
 
     def _read(self, chunk) -> tuple[str, list[float], bool]:
         """A chunk's text, the estimated entropy of each token it carries (vLLM may send
@@ -196,27 +197,33 @@ _NO_LOGPROBS = ("the server at {url} sends no log-probabilities, so the fans can
                 "model.server_top_logprobs in config.yaml.")
 
 
-def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+def _short(e: Exception, settings: ModelConfig) -> str:
+    """The first line of an error from the client, which may quote the address."""
+    text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    return credentials_masked(text, settings.server_url)
 
 
 def _fault(e: openai.APIError, settings: ModelConfig) -> ServerFault:
     """A client error as a message that names the setting or the server option to change."""
-    url = settings.server_url
+    url = masked_url(settings.server_url)
     if isinstance(e, openai.APITimeoutError):
         return ServerFault(f"the server at {url} did not answer within "
                            f"{READ_TIMEOUT_SECONDS:.0f} s (too busy or too slow for this pacing).")
     if isinstance(e, openai.APIConnectionError):
-        return ServerFault(f"cannot reach the server at {url} ({_short(e.__cause__ or e)}). "
-                           "Is it running? Check model.server_url in config.yaml.")
+        return ServerFault(f"cannot reach the server at {url} "
+                           f"({_short(e.__cause__ or e, settings)}). Is it running? Check "
+                           "model.server_url in config.yaml.")
     if isinstance(e, openai.AuthenticationError | openai.PermissionDeniedError):
+        if url != settings.server_url:   # the client sends those, in place of any key
+            return ServerFault(f"the server at {url} refused the user and password in "
+                               f"model.server_url (HTTP {e.status_code}). Correct them there.")
         return ServerFault(f"the server at {url} refused the key (HTTP {e.status_code}). Set "
                            "the environment variable named by model.server_api_key_env.")
     if isinstance(e, openai.NotFoundError):
         return ServerFault(f"the server at {url} has no model {settings.server_model!r} or no "
                            "chat completions (HTTP 404). Check model.server_model and that "
                            "model.server_url ends in /v1.")
-    message = _short(e)
+    message = _short(e, settings)
     if "logprob" in message.lower():
         return ServerFault(_NO_LOGPROBS.format(url=url) + f" The server said: {message}")
     status = getattr(e, "status_code", None)
