@@ -126,7 +126,8 @@ class Piece:
 
         self._pygame = pygame
         self._screen = open_screen(config.display, self.windowed,
-                                   embedded=self.mode == "embedded")
+                                   embedded=self.mode == "embedded",
+                                   stop_requested=lambda: self._stop_reason is not None)
         if self.mode == "embedded":
             from .screen.screensaver import survive_host_window_loss
             survive_host_window_loss(lambda: self.request_stop("host window gone"))
