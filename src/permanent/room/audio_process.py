@@ -274,11 +274,14 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
     # a core file each time would only fill the disk (or keep systemd-coredump busy).
     resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
+    # Before pyo starts its audio thread, which inherits it; and before pyo is imported
+    # and the devices listed, which a hum returning to a busy machine waits on.
+    priority = _ask_for_priority()
 
     from .preset import load_preset
 
     preset = load_preset(config.hum.preset, config.base_dir)
-    opened = _open_output(config, status, restarted)
+    opened = _open_output(config, status, restarted, priority)
     if opened is None:
         if restarted:
             exit_now(EXIT_NO_OUTPUT)   # the supervisor has said once that the room is silent
@@ -337,7 +340,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
     exit_now(0)   # the room is silent and closed: the piece waits for this process to be gone
 
 
-def _open_output(config: Config, status: mp.Queue, restarted: bool):
+def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: str):
     """The pyo server, booted and started on the chosen output, and the words naming that
     output; None when there is none to play on. The first hum of a launch tells the piece
     why (the piece then runs silently, or stops for a device that does not exist); a
@@ -359,7 +362,6 @@ def _open_output(config: Config, status: mp.Queue, restarted: bool):
                               "outputs with `permanent devices`.", time.monotonic()))
         return None
 
-    priority = _ask_for_priority()   # before pyo starts its audio thread, which inherits it
     pyo = import_pyo()
     audio = config.audio
     with quiet_stderr():
