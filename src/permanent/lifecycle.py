@@ -122,6 +122,7 @@ class Supervisor:
         self._log = log
         self._backoff = Backoff()
         self._restart_at: Optional[float] = None
+        self._quiet = False   # the pending restart is a quiet retry
 
     def start(self):
         self.process.start()
@@ -136,12 +137,20 @@ class Supervisor:
     def restart_pending(self) -> bool:
         return self._restart_at is not None
 
-    def crashed(self, now: float, cause: str) -> None:
+    def crashed(self, now: float, cause: str, quiet: bool = False) -> None:
         """The process died or hung (`cause` says which, for the log): restart it after the
-        next wait of the backoff."""
+        next wait of the backoff. `quiet` keeps this and the restart out of the log (debug
+        only): for a role that retries while something it needs is away, and has said once."""
         delay = self._backoff.delay(now)
-        self._log.warning("%s process %s; restarting in %.0f s", self.name, cause, delay)
+        self._quiet = quiet
+        self._log.log(logging.DEBUG if quiet else logging.WARNING,
+                      "%s process %s; restarting in %.0f s", self.name, cause, delay)
         self._restart_at = now + delay
+
+    def restart_now(self, now: float) -> None:
+        """A pending restart is due at once: what its wait was for is back."""
+        if self._restart_at is not None:
+            self._restart_at = min(self._restart_at, now)
 
     def restart_when_due(self, now: float) -> bool:
         """While a restart is pending, True, and once its wait is over the new process
@@ -152,7 +161,8 @@ class Supervisor:
             self._restart_at = None
             self.process = self._next_process()
             self._backoff.running_since(now)
-            self._log.info("%s process restarted (pid %s)", self.name, self.process.pid)
+            self._log.log(logging.DEBUG if self._quiet else logging.INFO,
+                          "%s process restarted (pid %s)", self.name, self.process.pid)
         return True
 
     def _next_process(self) -> ChildProcess:

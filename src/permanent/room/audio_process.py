@@ -2,7 +2,14 @@
 
 pyo's audio callback takes the GIL every buffer, and its PortAudio server segfaults on a
 machine with no output device; a process of its own keeps both away from the display
-and the model. The parent talks to it through a small bounded queue of commands.
+and the model. The parent talks to it through a small bounded queue of commands, and
+hears back through a pipe when its sound is flowing.
+
+A room loses its sound now and then: the sound server restarts after an update, a device
+is unplugged or its sink unloaded. PortAudio then aborts the hum's process, or its stream
+stands still, which the hum's own loop notices (`StreamWatch`) and leaves. The supervisor
+starts a new hum after its backoff; a new hum that finds no output leaves at once, and
+the piece goes on silently, saying so once, until a hum plays again and fades in.
 """
 
 from __future__ import annotations
@@ -11,34 +18,78 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import resource
 import signal
 import time
+from typing import Optional
 
 from ..config import Config
 from ..events import Status
 from ..lifecycle import (SPAWN, ChildProcess, LatestOfEach, Supervisor, die_with_parent,
                          exit_now)
+from .devices import sound_server_answers, sound_server_socket
 
 log = logging.getLogger("permanent.audio")
+
+# How a hum's process says why it left, besides 0 (stopped, or silent from the start).
+EXIT_NO_OUTPUT = 3        # a restarted hum found no output to play on
+EXIT_STREAM_STOPPED = 4   # its sound stopped flowing (the StreamWatch)
+# PortAudio's ALSA stream asserts, and so aborts the process, when its device goes away.
+EXITS_OF_A_GONE_DEVICE = (EXIT_NO_OUTPUT, -signal.SIGABRT)
+# The causes the log names.
+SERVER_GONE = "the sound server went away"
+DEVICE_GONE = "the output device is gone"
+STREAM_STALLED = "the output stopped taking its sound"   # a frozen server, a hung device
 
 
 class AudioProcess(ChildProcess):
     """The parent's handle on the hum. Every method returns at once and never raises."""
 
-    def __init__(self, config: Config, status: mp.Queue):
+    def __init__(self, config: Config, status: mp.Queue, restarted: bool = False):
         self.config = config
+        self.restarted = restarted   # after a lost output: silent about finding none
         self._commands: mp.Queue = SPAWN.Queue(maxsize=64)
         # Fan targets are thinned to the newest; a volume, a room or a stop is never lost.
         self._outbox = LatestOfEach(self._commands)
+        self._reports, self._reports_writer = SPAWN.Pipe(duplex=False)
         super().__init__(_main, "permanent-hum",
-                         (config, self._commands, status, logging.getLogger().level),
+                         (config, self._commands, status, logging.getLogger().level,
+                          self._reports_writer, restarted),
                          queues=(self._commands,))
         self.silent = not config.audio.enabled
+        self.started_at: Optional[float] = None
+        self.playing_on: Optional[str] = None   # the output, once its sound flows
 
     def start(self) -> "AudioProcess":
         if not self.silent:
             super().start()
+            self.started_at = time.monotonic()
+        self._reports_writer.close()   # the child holds its own end
         return self
+
+    def heard_playing(self) -> Optional[str]:
+        """The output the hum's sound began to flow on, the first time it is asked after
+        that happened; else None."""
+        if self.playing_on is not None or self._reports.closed:
+            return None
+        try:
+            if not self._reports.poll():
+                return None
+            kind, where = self._reports.recv()
+        except (EOFError, OSError):   # it left without a word
+            return None
+        if kind == "playing":
+            self.playing_on = where
+            return where
+        return None
+
+    def kill(self) -> None:
+        """End a hum that hangs; it holds nothing that needs a fade."""
+        self._process.kill()
+
+    def close_queues(self) -> None:
+        super().close_queues()
+        self._reports.close()
 
     def _send(self, name: str, value=0.0) -> None:
         if self.silent or not self.is_alive():
@@ -84,14 +135,29 @@ class AudioProcess(ChildProcess):
 
 
 class HumSupervisor(Supervisor):
-    """Keeps the hum playing: an audio process that dies is started again (fading in)."""
+    """Keeps the hum playing: an audio process that dies is started again (fading in).
+
+    When the output goes (the sound server or the device), the piece runs silently and
+    says so once; new hums are tried at the backoff's pace, and at once when the sound
+    server answers again, until one plays. Its return is logged with the time it took."""
 
     process: AudioProcess
+
+    # A restarted hum that neither plays nor leaves by then hangs (a frozen sound server
+    # can hold PortAudio's listing of devices): it is ended and tried again.
+    RESTART_LIMIT_SECONDS = 30.0
+    SERVER_PROBE_SECONDS = 0.5
 
     def __init__(self, config: Config, status: mp.Queue):
         self.config, self.status = config, status
         super().__init__("hum", AudioProcess(config, status), log)
         self.volume = config.hum.volume
+        self._server = sound_server_socket()
+        self._server_answered = False   # while the hum played: so its going names a cause
+        self._silent_since: Optional[float] = None   # when the sound stopped, until back
+        self._said_silent = False       # the outage's one line
+        self._waiting_for_server = False
+        self._next_probe = 0.0
 
     def show_token(self, entropy_bits: float) -> None:
         self.process.show_token(entropy_bits)
@@ -110,24 +176,85 @@ class HumSupervisor(Supervisor):
         old, self.config = self.config, config
         if config.audio != old.audio:
             log.info("audio settings changed: restarting the hum")
+            if self.restart_pending:
+                return   # the hum waiting to be restarted starts with them
             self.process.stop(old.hum.fade_out_seconds)
-            self.process = AudioProcess(config, self.status).start()
+            self.process = AudioProcess(config, self.status,
+                                        restarted=self._silent_since is not None).start()
         elif config.hum != old.hum:
             self.process.change_room(config)
 
     def watch(self, now: float) -> None:
+        if self.restart_pending:
+            self._hurry_when_the_server_is_back(now)
         if self.restart_when_due(now):
             return
         process = self.process
         process.flush()
-        if process.silent or process.pid is None or process.is_alive():
+        if process.silent or process.pid is None:
+            return
+        if process.is_alive():
+            self._listen(process, now)
             return
         if process.exitcode == 0:
-            return   # it ended on purpose (no device: the piece is silent)
-        self.crashed(now, f"died (exit code {process.exitcode})")
+            return   # it ended on purpose (no device at the start: the piece is silent)
+        self._lost(process, now)
+
+    def _listen(self, process: AudioProcess, now: float) -> None:
+        if (where := process.heard_playing()) is not None:
+            self._server_answered = sound_server_answers(self._server)
+            if self._silent_since is not None:
+                log.info("the hum is back on %s after %.1f s", where, now - self._silent_since)
+                self._silent_since, self._said_silent = None, False
+        elif (process.restarted and process.playing_on is None
+              and now - process.started_at > self.RESTART_LIMIT_SECONDS):
+            log.debug("the restarted hum neither played nor left in %.0f s; ending it",
+                      self.RESTART_LIMIT_SECONDS)
+            process.kill()   # seen dead at the next frame, and tried again
+
+    def _lost(self, process: AudioProcess, now: float) -> None:
+        code = process.exitcode
+        process.close_queues()
+        cause = self._cause(code)
+        self._waiting_for_server = cause == SERVER_GONE
+        if self._silent_since is None:   # it was playing, or starting for the first time
+            self._silent_since = now
+            self._said_silent = cause is not None
+            what = f"{'stopped' if code == EXIT_STREAM_STOPPED else 'died'} (exit code {code})"
+            if cause is not None:
+                what += f": {cause}, so the room is silent until the hum is back"
+            self.crashed(now, what)
+            return
+        if not self._said_silent:
+            log.warning("%s: the room is silent until the hum is back, tried again at the "
+                        "backoff's pace", cause or f"the restarted hum died (exit code {code})")
+            self._said_silent = True
+        self.crashed(now, f"found no output (exit code {code})", quiet=True)
+
+    def _cause(self, exit_code: int) -> Optional[str]:
+        """Why the hum lost its output, as far as can be told from here; None for a crash
+        of its own."""
+        if self._server_answered and not sound_server_answers(self._server):
+            return SERVER_GONE
+        if exit_code in EXITS_OF_A_GONE_DEVICE:
+            return DEVICE_GONE
+        if exit_code == EXIT_STREAM_STOPPED:
+            return STREAM_STALLED
+        return None
+
+    def _hurry_when_the_server_is_back(self, now: float) -> None:
+        """A sound server that went away is probed while the restart waits: once it
+        answers, a new hum starts at once rather than after the rest of the wait."""
+        if not self._waiting_for_server or now < self._next_probe:
+            return
+        self._next_probe = now + self.SERVER_PROBE_SECONDS
+        if sound_server_answers(self._server):
+            self._waiting_for_server = False
+            log.debug("the sound server answers again")
+            self.restart_now(now)
 
     def _next_process(self) -> AudioProcess:
-        process = AudioProcess(self.config, self.status).start()   # the dead one holds nothing
+        process = AudioProcess(self.config, self.status, restarted=True).start()
         if self.volume != self.config.hum.volume:
             process.set_volume(self.volume, self.config.hum.fade_in_seconds)
         return process
@@ -136,51 +263,39 @@ class HumSupervisor(Supervisor):
         self.process.stop(fade_seconds)
 
 
-def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) -> None:
+def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
+          reports, restarted: bool) -> None:
     # Ctrl+C reaches the whole process group; the parent decides when the hum fades.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     terminated = []
     signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
     die_with_parent(signal.SIGTERM)   # if the piece dies, still fade out rather than click
+    # PortAudio aborts this process when its device goes: expected, and tried again, so
+    # a core file each time would only fill the disk (or keep systemd-coredump busy).
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
+    # Before pyo starts its audio thread, which inherits it; and before pyo is imported
+    # and the devices listed, which a hum returning to a busy machine waits on.
+    priority = _ask_for_priority()
 
-    from .devices import (DeviceNotFound, choose_output, import_pyo, list_output_devices,
-                          quiet_stderr)
     from .preset import load_preset
 
     preset = load_preset(config.hum.preset, config.base_dir)
-    try:
-        device = choose_output(config.audio.device, list_output_devices())
-    except DeviceNotFound as e:
-        status.put(Status("audio", "error", str(e), time.monotonic()))
+    opened = _open_output(config, status, restarted, priority)
+    if opened is None:
+        if restarted:
+            exit_now(EXIT_NO_OUTPUT)   # the supervisor has said once that the room is silent
         return
-    if device is None:
-        status.put(Status("audio", "silent",
-                          "no audio output device found, so the piece runs silently. Connect "
-                          "speakers or start PulseAudio/PipeWire, then list outputs with "
-                          "`permanent devices`.", time.monotonic()))
-        return
-
-    priority = _ask_for_priority()   # before pyo starts its audio thread, which inherits it
-    pyo = import_pyo()
+    server, where = opened
     from .hum import Hum
+    from .stream_watch import StreamWatch
 
     audio = config.audio
-    with quiet_stderr():
-        server = pyo.Server(sr=audio.sample_rate, nchnls=2, buffersize=audio.buffer_size,
-                            duplex=0, audio="portaudio", winhost="default")
-        server.setOutputDevice(device.index)
-        server.deactivateMidi()   # the hum listens to nothing
-        server.boot()
-    if not server.getIsBooted():
-        status.put(Status("audio", "silent", f"the audio output {device.name!r} would not "
-                          "start, so the piece runs silently. Check `permanent devices`.",
-                          time.monotonic()))
-        return
-    server.start()
     hum = Hum(preset, config.hum).start()
     leaving = []   # rooms fading out after a change, dropped once silent
-    status.put(Status("audio", "playing", f"{device.name} ({priority})", time.monotonic()))
+    if not restarted:   # a restarted hum's return is the supervisor's to tell
+        status.put(Status("audio", "playing", where, time.monotonic()))
+    flow = StreamWatch(audio.sample_rate, time.monotonic())
     parent = mp.parent_process()
     fade = config.hum.fade_out_seconds
     while True:
@@ -209,11 +324,67 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int) 
             break
         while leaving and leaving[0][0] < time.monotonic():
             leaving.pop(0)[1].stop()
+        heard = flow.observe(server.getCurrentTimeInSamples(), time.monotonic())
+        if heard == "flowing":
+            _report(reports, ("playing", where))
+        elif heard == "stopped":
+            log.debug("the hum's sound %s", "stopped flowing" if flow.flowing
+                      else "never began to flow")
+            # Not stopped through pyo: PortAudio may wait forever on a stream that stands
+            # still. Leaving closes it, and the supervisor starts a new hum.
+            exit_now(EXIT_STREAM_STOPPED)
     server.stop()
     time.sleep(0.05)
     server.shutdown()
     log.info("hum closed")
     exit_now(0)   # the room is silent and closed: the piece waits for this process to be gone
+
+
+def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: str):
+    """The pyo server, booted and started on the chosen output, and the words naming that
+    output; None when there is none to play on. The first hum of a launch tells the piece
+    why (the piece then runs silently, or stops for a device that does not exist); a
+    restarted one leaves that to its supervisor."""
+    from .devices import (DeviceNotFound, choose_output, import_pyo, list_output_devices,
+                          quiet_stderr)
+
+    try:
+        device = choose_output(config.audio.device, list_output_devices())
+    except DeviceNotFound as e:
+        if not restarted:
+            status.put(Status("audio", "error", str(e), time.monotonic()))
+        return None   # restarted: the named device is unplugged, for now
+    if device is None:
+        if not restarted:
+            status.put(Status("audio", "silent",
+                              "no audio output device found, so the piece runs silently. "
+                              "Connect speakers or start PulseAudio/PipeWire, then list "
+                              "outputs with `permanent devices`.", time.monotonic()))
+        return None
+
+    pyo = import_pyo()
+    audio = config.audio
+    with quiet_stderr():
+        server = pyo.Server(sr=audio.sample_rate, nchnls=2, buffersize=audio.buffer_size,
+                            duplex=0, audio="portaudio", winhost="default")
+        server.setOutputDevice(device.index)
+        server.deactivateMidi()   # the hum listens to nothing
+        server.boot()
+    if not server.getIsBooted():
+        if not restarted:
+            status.put(Status("audio", "silent", f"the audio output {device.name!r} would not "
+                              "start, so the piece runs silently. Check `permanent devices`.",
+                              time.monotonic()))
+        return None
+    server.start()
+    return server, f"{device.name} ({priority})"
+
+
+def _report(reports, message: tuple) -> None:
+    try:
+        reports.send(message)
+    except OSError:   # the supervisor has moved on from this hum
+        pass
 
 
 def heard_after(audio) -> float:

@@ -1,4 +1,5 @@
-"""Audio output devices as PortAudio (inside pyo) sees them.
+"""Audio output devices as PortAudio (inside pyo) sees them, and whether the sound server
+behind them answers.
 
 pyo's bundled ALSA looks for plugins in /usr/lib64/alsa-lib; Debian and Ubuntu keep them
 in /usr/lib/<multiarch>/alsa-lib, without which pyo cannot reach PulseAudio or PipeWire.
@@ -13,6 +14,7 @@ import glob
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -119,3 +121,34 @@ def choose_output(wanted: int | str, devices: list[OutputDevice]) -> OutputDevic
                              f"Outputs here: {listing}. Set audio.device in config.yaml to "
                              "one of these, or to default.")
     return match[0]
+
+
+def sound_server_socket() -> str | None:
+    """The Unix socket where the user's sound server listens: PulseAudio's, which
+    PipeWire's pulse server also answers. None when PULSE_SERVER names only a network
+    server, which is not probed."""
+    named = os.environ.get("PULSE_SERVER")
+    if named:
+        for address in named.split():   # a list, tried in turn by PulseAudio's clients
+            if address.startswith("unix:"):
+                return address[len("unix:"):]
+            if address.startswith("/"):
+                return address
+        return None
+    runtime = os.environ.get("PULSE_RUNTIME_PATH") or os.path.join(
+        os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}", "pulse")
+    return os.path.join(runtime, "native")
+
+
+def sound_server_answers(path: str | None) -> bool:
+    """Whether a sound server accepts a connection at `path`: a connect and a close, cheap
+    enough for the main loop to ask twice a second while the hum waits for it."""
+    if path is None:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
