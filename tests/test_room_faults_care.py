@@ -11,6 +11,8 @@ import os
 import re
 import sys
 
+import pytest
+
 from conftest import every_line_parses, fill, small_disk
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -92,3 +94,44 @@ def test_the_log_file_on_a_disk_that_fills_says_so_once_and_again_when_it_resume
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} permanent", line)
                and line.endswith(("disk", "again", "written")) for line in lines), lines
     assert lines[-2].endswith("with room again") and "writing to the log file" in lines[-1]
+
+
+@pytest.mark.slow
+def test_a_warm_start_that_cannot_be_written_leaves_nothing_torn(tiny_model, tmp_path,
+                                                                 monkeypatch, caplog):
+    """The model process keeps a warm start after its first pass. On a full disk that must
+    cost the next start its time and nothing else: no crash, no half-written file left
+    to fill the disk or to be read, and a file cut short later is refused, not loaded."""
+    from permanent.config import Config, ModelConfig
+    from permanent.model.local import warm_start
+    from permanent.model.local.generator import load_generator
+    from permanent.model.local.store import resolve
+
+    settings = ModelConfig(name=str(tiny_model))
+    text = Config().text
+    with small_disk(tmp_path / "disk", 32) as disk:
+        folder = disk / "warm"
+        monkeypatch.setattr(warm_start, "_folder", lambda: folder)
+
+        def load_and_keep():
+            generator = load_generator(resolve(settings), settings, text)
+            "".join(e.text for e in generator.write_pass(0))
+            generator.keep_warm()
+            return generator
+
+        filler = fill(disk, leave=64 * 1024)
+        assert "warm start" not in load_and_keep().runtime   # no crash: it said why instead
+        assert "could not keep a warm start" in caplog.text
+        assert list(folder.iterdir()) == [], list(folder.iterdir())   # nothing left behind
+        filler.unlink()
+        load_and_keep()
+        kept = next(folder.glob("*.safetensors"))
+        assert load_generator(resolve(settings), settings, text).runtime.endswith("(warm start)")
+        data = kept.read_bytes()
+        print(f"warm start of the tiny model: {len(data) / 2**20:.1f} MiB")
+        for cut in (len(data) - 1, len(data) // 2):   # its last byte missing, or half of it
+            kept.write_bytes(data[:cut])
+            caplog.clear()
+            assert "warm start" not in load_generator(resolve(settings), settings,
+                                                      text).runtime
+            assert "unreadable" in caplog.text
