@@ -6,14 +6,18 @@ other tests. The tests of a running piece print how long it took to recover."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import re
+import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 
-from conftest import every_line_parses, fill, small_disk
+from conftest import REPO, every_line_parses, fill, small_disk
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -135,3 +139,142 @@ def test_a_warm_start_that_cannot_be_written_leaves_nothing_torn(tiny_model, tmp
             assert "warm start" not in load_generator(resolve(settings), settings,
                                                       text).runtime
             assert "unreadable" in caplog.text
+
+
+# The wall clock jumps.
+
+STEADY = """\
+text:
+  min_tokens: 400
+  max_tokens: 400
+pacing:
+  tokens_per_second: 8
+  jitter: 0
+  comma_pause_seconds: 0
+  sentence_pause_seconds: 0
+  line_break_pause_seconds: 0
+  uncertainty_pause_seconds_per_bit: 0
+  hold_seconds: 0.5
+  fade_seconds: 0.5
+  gap_seconds: 0.5
+display:
+  fps: 60
+hours:
+  enabled: true
+  opens: '10:00'
+  closes: '18:00'
+  transition_seconds: 0.5
+"""
+# Seconds after the first token when the wall clock jumps, and the hours it is then
+# ahead: 16:50, 17:50, 18:50 (closed), 17:50 and 16:50 again.
+JUMP_AT = (3.0, 6.0, 9.0, 13.0)
+AHEAD = (0, 1, 2, 1, 0)
+OVER_AT = 15.5
+
+
+@pytest.mark.slow
+def test_jumps_of_the_wall_clock_move_the_hours_and_not_the_pace(tmp_path, tiny_model, caplog,
+                                                                 monkeypatch):
+    """The piece in this process, on a wall clock that an NTP correction or a change of
+    daylight saving moves an hour at a time, forward and back, while the monotonic clock
+    runs on. A pass outlasts each open stretch, so the jumps that stay within opening
+    hours land in the middle of one."""
+    from permanent.app import Piece
+    from permanent.config import load_config
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("PULSE_SERVER", "unix:/nonexistent/socket")
+    path = tmp_path / "config.yaml"
+    path.write_text(STEADY + f"model:\n  name: {tiny_model}\n")
+    shown: list[float] = []
+    reveal = Piece.reveal
+    monkeypatch.setattr(Piece, "reveal", lambda self, token, due, now: (
+        shown.append(now), reveal(self, token, due, now)))
+    started = time.monotonic()
+    base = dt.datetime(2026, 11, 27, 16, 50)   # a Friday afternoon, open till 18:00
+
+    def wall_clock():   # read by the opening hours, once a second
+        now = time.monotonic()
+        since = now - shown[0] if shown else -1.0
+        if since > OVER_AT:
+            piece.request_stop("the test is over")
+        ahead = AHEAD[sum(since >= t for t in JUMP_AT)]
+        return base + dt.timedelta(seconds=now - started, hours=ahead)
+
+    caplog.set_level(logging.INFO)
+    wall_at_start = time.time() - started   # the machine's own clock does not jump here
+    piece = Piece(load_config(path), windowed=True, duration=120, wall_clock=wall_clock)
+    assert piece.run() == 0
+    assert any("stopping (the test is over)" in r.getMessage() for r in caplog.records)
+    first = shown[0]
+    at = lambda pattern: [r.created - wall_at_start - first for r in caplog.records
+                          if re.search(pattern, r.getMessage())]
+    closing, opening = at(r"^closing until"), at(r"^opening")
+    shown = [t - first for t in shown]
+    # Closed within a second of the jump past 18:00; open again after the jump back.
+    assert len(closing) == 1 and len(opening) == 1, (closing, opening)
+    close_at, open_at = JUMP_AT[1], JUMP_AT[2]
+    print(f"wall clock: closed {closing[0] - close_at:.2f} s after the jump past closing "
+          f"time, open {opening[0] - open_at:.2f} s after the jump back")
+    assert close_at <= closing[0] + 0.1 and closing[0] < close_at + 1.5, closing
+    assert open_at <= opening[0] + 0.1 and opening[0] < open_at + 1.5, opening
+    assert not [t for t in shown if closing[0] + 0.1 < t < opening[0]]
+    # At the jumps within opening hours the pace holds: 8 tokens a second, neither a
+    # stall (a clock set back an hour) nor a burst (the hour ahead caught up at once).
+    for jump in (JUMP_AT[0], JUMP_AT[3]):
+        around = [t for t in shown if jump - 1.5 <= t < jump + 1.5]
+        gaps = np.diff(around)
+        print(f"jump at {jump:.0f} s after the first token: {len(around)} tokens in 3 s, "
+              f"longest gap {gaps.max():.3f} s")
+        assert 20 <= len(around) <= 28 and gaps.max() < 0.5, around
+
+
+def futex_waits_on_the_wall_clock(trace: str) -> list[str]:
+    """The lines of an strace of futex calls whose timeout is a deadline on CLOCK_REALTIME
+    (a wait that a clock set back stretches by as much)."""
+    return [line for line in trace.splitlines()
+            if "FUTEX_CLOCK_REALTIME" in line and "tv_sec=" in line]
+
+
+@pytest.mark.slow
+def test_no_wait_for_room_in_a_queue_is_on_the_wall_clock(tiny_model, tmp_path):
+    """The model waits for the screen while its queue is full (a pass ahead, or all night
+    while the piece is closed), and the piece waits for room in a child's queue when it
+    stops. A multiprocessing queue's timed wait is a deadline on the wall clock: with the
+    clock set back an hour, that wait lasts an hour, the model writes no heartbeat, and is
+    restarted as hung. Traced here with strace, the system calls as the kernel sees them."""
+    from permanent.config import load_config
+    from permanent.events import Status
+    from permanent.lifecycle import SPAWN
+    from permanent.model.process import QUEUE_TOKENS, ModelSupervisor
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  name: {tiny_model}\ntext:\n  min_tokens: 50\n")
+    status = SPAWN.Queue()
+    model = ModelSupervisor(load_config(config), status).start()
+    try:
+        news: Status = status.get(timeout=120)
+        assert news.kind == "ready", news.message
+        deadline = time.monotonic() + 60
+        while model.process._tokens.qsize() < QUEUE_TOKENS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert model.process._tokens.qsize() == QUEUE_TOKENS   # nobody reads: it waits
+        traced = subprocess.run(["timeout", "-s", "INT", "2", "strace", "-p",
+                                 str(model.pid), "-e", "trace=futex,clock_nanosleep"],
+                                capture_output=True, text=True)
+        quiet = time.monotonic() - model.process.heartbeat.value
+    finally:
+        model.stop()
+    assert "attached" in traced.stderr, traced.stderr
+    assert futex_waits_on_the_wall_clock(traced.stderr) == [], traced.stderr[-2000:]
+    assert "CLOCK_MONOTONIC" in traced.stderr   # it waits, on the monotonic clock
+    assert quiet < 1.0   # ... and says it is alive while it does
+
+    flush = ("from permanent.lifecycle import SPAWN, LatestOfEach\n"
+             "commands = SPAWN.Queue(maxsize=1)\ncommands.put(('token', 1.0))\n"
+             "outbox = LatestOfEach(commands)\noutbox.send('stop', 0.5)\n"
+             "print(outbox.flush(timeout=0.5))\n")
+    traced = subprocess.run(["strace", "-f", "-e", "trace=futex", sys.executable, "-c", flush],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert traced.stdout.strip() == "False", traced.stderr[-2000:]   # no room came
+    assert futex_waits_on_the_wall_clock(traced.stderr) == [], traced.stderr[-2000:]

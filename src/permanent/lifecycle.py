@@ -23,6 +23,10 @@ from typing import Callable, NoReturn, Optional
 
 # Children start in a clean interpreter: no inherited pygame or torch state.
 SPAWN = multiprocessing.get_context("spawn")
+# A multiprocessing queue's timed wait ends at a deadline on the wall clock, which an NTP
+# correction or a clock set by hand moves: set back an hour, such a wait lasts an hour.
+# Waits for room in a queue look again after this long instead, on the monotonic clock.
+ROOM_POLL_SECONDS = 0.02
 
 
 class Backoff:
@@ -67,14 +71,13 @@ class LatestOfEach:
         deadline = time.monotonic() + timeout
         while self._waiting:
             kind, value = next(iter(self._waiting.items()))
-            remaining = deadline - time.monotonic()
             try:
-                if remaining > 0:
-                    self._commands.put((kind, value), timeout=remaining)
-                else:
-                    self._commands.put_nowait((kind, value))
+                self._commands.put_nowait((kind, value))
             except queue.Full:
-                return False
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(ROOM_POLL_SECONDS)
+                continue
             del self._waiting[kind]
         return True
 

@@ -145,6 +145,10 @@ class ModelSupervisor(Supervisor):
 
 
 MODEL_NICENESS = 19   # the lowest: frames and audio buffers never wait for the model
+# How often a model that is a queue ahead of the screen looks for room: a pass ahead is
+# queued, so this costs the screen nothing, and the model few wake-ups while the piece is
+# closed.
+WAIT_FOR_SCREEN_SECONDS = 0.1
 
 
 def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue, stop,
@@ -194,10 +198,12 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
                 if stop.is_set() or (parent is not None and not parent.is_alive()):
                     exit_now(0)   # nothing to save, and torch's own teardown is slow
                 try:
-                    tokens.put(event, timeout=0.2)
+                    # Not a timed put: its deadline is on the wall clock (see lifecycle).
+                    tokens.put_nowait(event)
                     break
                 except queue.Full:
                     heartbeat.value = time.monotonic()   # waiting for the screen is not a hang
+                    time.sleep(WAIT_FOR_SCREEN_SECONDS)
 
 
 def _newest_settings(settings: mp.Queue, text: TextConfig) -> TextConfig:
