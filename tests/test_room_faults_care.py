@@ -5,19 +5,27 @@ other tests. The tests of a running piece print how long it took to recover."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from permanent.lifecycle import Backoff
+
 from conftest import REPO, every_line_parses, fill, small_disk
+from test_care import QUICK
+from test_live_paths import screenshot
+from test_piece import Running, family, sink_inputs
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -278,3 +286,112 @@ def test_no_wait_for_room_in_a_queue_is_on_the_wall_clock(tiny_model, tmp_path):
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert traced.stdout.strip() == "False", traced.stderr[-2000:]   # no room came
     assert futex_waits_on_the_wall_clock(traced.stderr) == [], traced.stderr[-2000:]
+
+
+# Memory pressure.
+
+CGROUPS = Path("/sys/fs/cgroup")
+
+
+@contextlib.contextmanager
+def memory_limit(megabytes: int):
+    """A memory cgroup that holds what is put in it to `megabytes`: more, and the kernel's
+    OOM killer ends it. cgroup v1's memory controller where it is mounted (as on this
+    project's machines), else v2's. Yields a function that puts a pid in, and one that
+    reads how many the OOM killer has ended there."""
+    v1 = (CGROUPS / "memory").is_dir()
+    group = (CGROUPS / "memory" if v1 else CGROUPS) / f"permanent-test-{os.getpid()}"
+    if not v1 and "memory" not in (CGROUPS / "cgroup.subtree_control").read_text():
+        (CGROUPS / "cgroup.subtree_control").write_text("+memory")
+    group.mkdir()
+    try:
+        limit, events = (("memory.limit_in_bytes", "memory.oom_control") if v1
+                         else ("memory.max", "memory.events"))
+        (group / limit).write_text(str(megabytes * 2**20))
+
+        def hold(pid: int) -> None:
+            (group / "cgroup.procs").write_text(str(pid))
+
+        def oom_kills() -> int:
+            return int(re.search(r"oom_kill (\d+)", (group / events).read_text())[1])
+
+        yield hold, oom_kills
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        group.rmdir()
+
+
+@pytest.mark.slow
+def test_a_model_killed_for_want_of_memory_five_times_leaves_the_hum_alone(
+        pulse_env, xvfb_env, tiny_model, tmp_path):
+    """The model process is killed while it runs under a memory limit (SIGKILL, as the OOM
+    killer sends), and each new one is put under a limit it cannot load within, so the
+    kernel's OOM killer ends it for real. Restarted with backoff (1, 2, 5 and 15 s), the
+    fifth death in ten minutes leaves the piece on the hum alone, the page faded, with one
+    line that says why; an edit to the model's settings tries again."""
+    config = tmp_path / "config.yaml"
+    settings = QUICK + f"model:\n  name: {tiny_model}\n"
+    config.write_text(settings)
+    env = dict(pulse_env, DISPLAY=xvfb_env["DISPLAY"])
+    env.pop("SDL_VIDEODRIVER", None)
+    with memory_limit(64) as (hold, oom_kills):
+        piece = Running(env, "--config", str(config), on_screen=True)   # fullscreen
+        try:
+            hum_pid = int(piece.wait_for(r"hum process (\d+), model process (\d+)")[1])
+            model_pid = int(piece.wait_for(r"model process (\d+)")[1])
+            loaded = float(piece.wait_for(r"model ready: .* loaded in ([\d.]+) s")[1])
+            piece.wait_for(r"first token shown")
+            hold(model_pid)
+            os.kill(model_pid, signal.SIGKILL)
+            killed = time.monotonic() - piece.started
+            held = {model_pid}
+            # The four waits of the backoff, and five starts at most as long as this one.
+            deadline = time.monotonic() + sum(Backoff.STEPS[:4]) + 5 * loaded + 10.0
+            while not piece.count(r"starts the model no more") and time.monotonic() < deadline:
+                for _, line in list(piece.lines):
+                    if (found := re.search(r"model process restarted \(pid (\d+)\)", line)):
+                        pid = int(found[1])
+                        if pid not in held:
+                            held.add(pid)
+                            hold(pid)   # it loads under 64 MiB: it cannot
+                if piece.process.poll() is not None:
+                    break
+                time.sleep(0.02)
+            gave_up = [t for t, line in piece.lines if "starts the model no more" in line]
+            assert gave_up, piece.log
+            deaths = piece.count(r"model process died \(exit code -9\)")
+            assert deaths == 5 and piece.count(r"model process restarted") == 4, piece.log
+            assert oom_kills() == 4, oom_kills()   # the restarted four: the kernel's doing
+            time.sleep(3.0)   # what was shown fades (0.5 s here), and nothing starts again
+            assert piece.count(r"model process restarted") == 4
+            assert piece.count(r"restarting in") == 4   # the fifth death schedules nothing
+            running = family(piece.process.pid)
+            assert hum_pid in running and not running & held and len(running) == 3, running
+            assert sink_inputs(pulse_env).strip()   # the hum plays on
+            assert screenshot(env, tmp_path / "dark.png").max() == 0, "the page is not dark"
+
+            tried = time.monotonic() - piece.started
+            config.write_text(settings + "  threads: 1\n")   # another model setting
+            piece.wait_for(r"model settings changed: loading", timeout=30)
+            deadline = time.monotonic() + 60
+            while piece.count(r"model ready") < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            ready = [t for t, line in piece.lines if "model ready" in line][-1]
+            back = []
+            while not back and time.monotonic() < deadline:
+                back = [t for t, line in piece.lines if "shown '" in line and t > ready]
+                time.sleep(0.1)
+            assert back, piece.log
+            assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
+        finally:
+            piece.kill()
+    line = next(line for _, line in piece.lines if "starts the model no more" in line)
+    print(f"memory: gave up {gave_up[0] - killed:.1f} s after the first kill, after 5 deaths; "
+          f"text again {back[0] - tried:.1f} s after the edit to the model")
+    assert "5 failures in 10 minutes" in line and "memory" in line and "model.name" in line
+    assert "Traceback" not in piece.log

@@ -8,6 +8,7 @@ on one child, `Supervisor` for keeping one running. Neither knows about the othe
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import functools
@@ -48,6 +49,24 @@ class Backoff:
         delay = self.STEPS[min(self.failures, len(self.STEPS) - 1)]
         self.failures += 1
         return delay
+
+
+class RestartLimit:
+    """How many crashes within how long a role allows before it stops restarting a
+    process: a child that dies again and again (for want of memory, say) would otherwise
+    take the machine's time and memory from what still works."""
+
+    def __init__(self, crashes: int = 5, seconds: float = 600.0):
+        self.crashes, self.seconds = crashes, seconds
+        self._times: collections.deque = collections.deque(maxlen=crashes)
+
+    def reached(self, now: float) -> bool:
+        """Count a crash at `now`; True when it is the last one allowed."""
+        self._times.append(now)
+        return len(self._times) == self.crashes and now - self._times[0] <= self.seconds
+
+    def reset(self) -> None:
+        self._times.clear()
 
 
 class LatestOfEach:
@@ -119,12 +138,15 @@ class Supervisor:
     `Backoff` wait is over. What counts as a crash, and what a new process needs, is the
     role's own: it calls `crashed` and gives `_next_process`."""
 
-    def __init__(self, name: str, process: ChildProcess, log: logging.Logger):
+    def __init__(self, name: str, process: ChildProcess, log: logging.Logger,
+                 limit: Optional[RestartLimit] = None):
         self.name = name   # how the log lines call it: "hum", "model"
         self.process = process
         self._log = log
         self._backoff = Backoff()
+        self._limit = limit   # None: restarted however often it dies
         self._restart_at: Optional[float] = None
+        self.given_up = False   # the limit was reached: no more restarts until `try_again`
 
     def start(self):
         self.process.start()
@@ -141,10 +163,31 @@ class Supervisor:
 
     def crashed(self, now: float, cause: str) -> None:
         """The process died or hung (`cause` says which, for the log): restart it after the
-        next wait of the backoff."""
+        next wait of the backoff, or, past the role's `RestartLimit`, never."""
+        if self._limit is not None and self._limit.reached(now):
+            self.given_up = True
+            self._restart_at = None
+            self._log.error("%s process %s: %d failures in %.0f minutes, so %s", self.name,
+                            cause, self._limit.crashes, self._limit.seconds / 60,
+                            self._giving_up())
+            return
         delay = self._backoff.delay(now)
         self._log.warning("%s process %s; restarting in %.0f s", self.name, cause, delay)
         self._restart_at = now + delay
+
+    def try_again(self, now: float) -> None:
+        """The role has started a new process after a change that may end the crashes (a
+        smaller model): they are counted afresh, and no restart is pending."""
+        self.given_up = False
+        self._restart_at = None
+        self._backoff = Backoff()
+        self._backoff.running_since(now)
+        if self._limit is not None:
+            self._limit.reset()
+
+    def _giving_up(self) -> str:
+        """What the log says when the limit is reached: what now, and what to fix."""
+        return f"the {self.name} process is not started again"
 
     def restart_when_due(self, now: float) -> bool:
         """While a restart is pending, True, and once its wait is over the new process
