@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -64,6 +65,37 @@ def recording_the_hum(pulse_env, wav: Path):
         recorder.send_signal(signal.SIGINT)   # parec writes its WAV header on SIGINT
         recorder.wait(timeout=10)
         keep_running.kill()
+
+
+# A disk that fills, for real: a small tmpfs (the tests run as root), filled by one file.
+
+@contextlib.contextmanager
+def small_disk(folder: Path, megabytes: int):
+    """A real tmpfs of this size mounted at `folder` (the tests run as root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m,mode=0755", "tmpfs",
+                    str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def fill(disk: Path, name: str = "filler", leave: int = 0) -> Path:
+    """Take all the room on `disk` but `leave` bytes, with one file."""
+    info = os.statvfs(disk)
+    filler = disk / name
+    with open(filler, "wb") as file:
+        os.posix_fallocate(file.fileno(), 0, info.f_bavail * info.f_frsize - leave)
+    return filler
+
+
+def every_line_parses(path: Path) -> list[dict]:
+    """Each line of the file as JSON, none skipped: a torn line fails here."""
+    data = path.read_bytes()
+    assert data.endswith(b"\n"), data[-200:]
+    return [json.loads(line) for line in data.decode("utf-8").splitlines()]
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import psutil
 import pytest
 
-from conftest import REPO
+from permanent.config import HumConfig
+from permanent.measure.audio_analysis import mono, read_wav, rms, window
+
+from conftest import REPO, every_line_parses, fill, recording_the_hum, small_disk
 from test_piece import Running, alive, sink_inputs
 
 pytestmark = pytest.mark.slow
@@ -172,14 +176,73 @@ def wait_for_passes(piece, count, timeout=60):
     assert piece.count(r"pass \d+ ended") >= count, piece.log[-3000:]
 
 
-def test_an_archive_on_a_full_disk_is_reported_once(tmp_path, tiny_model):
-    _, piece = silent_tiny_piece(tmp_path, tiny_model, "/dev/full")
-    try:
-        wait_for_passes(piece, 3)
-        assert piece.count(r"cannot write to the archive") == 1
-        assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
-    finally:
-        piece.kill()
+def test_a_disk_that_fills_is_reported_once_and_the_piece_writes_and_hums_on(
+        pulse_env, tiny_model, tmp_path):
+    """Log, archive and cache on one small real tmpfs, that fills while the piece runs and
+    empties again: each file says once that it cannot be written and once that it can
+    again, the warm start the model keeps after its first pass is not kept (and leaves
+    nothing torn behind), and the text and the hum go on throughout."""
+    with small_disk(tmp_path / "disk", 16) as disk:
+        archive = disk / "archive" / "passes.jsonl"
+        log_file = disk / "log" / "permanent.log"
+        config = tmp_path / "config.yaml"
+        config.write_text(QUICK + f"model:\n  name: {tiny_model}\ncare:\n"
+                          f"  archive_file: {archive}\n  log_file: {log_file}\n")
+        # Room for the log's and the archive's first lines, not for a warm start.
+        first_filler = fill(disk, "filler-1", leave=256 * 1024)
+        env = dict(pulse_env, XDG_CACHE_HOME=str(disk / "cache"))
+        wav = tmp_path / "room.wav"
+        with recording_the_hum(pulse_env, wav):
+            recorded = time.monotonic()
+            piece = Running(env, "--windowed", "--config", str(config))
+            try:
+                piece.wait_for(r"could not keep a warm start", timeout=120)
+                wait_for_passes(piece, 1)
+                playing = float(piece.wait_for(r"hum playing on .*, ([\d.]+) s after launch")[1])
+                fade_in = HumConfig().fade_in_seconds
+                time.sleep(max(0.0, playing + fade_in + 2.5 - (time.monotonic() - piece.started)))
+                assert archive.read_bytes().count(b"\n") >= 1
+                second_filler = fill(disk, "filler-2")
+                full = time.monotonic() - piece.started
+                shown = piece.count(r"shown '")
+                wait_for_passes(piece, piece.count(r"pass \d+ ended") + 3)
+                assert piece.count(r"shown '") > shown + 20   # writing on
+                assert sink_inputs(pulse_env).strip()           # ... and humming
+                roomy = time.monotonic() - piece.started
+                second_filler.unlink()
+                first_filler.unlink()
+                piece.wait_for(r"writing to the archive at .* again", timeout=60)
+                piece.wait_for(r"writing to the log file at .* again", timeout=60)
+                resumed = [t for t, line in piece.lines if "writing to the archive" in line][0]
+                wait_for_passes(piece, piece.count(r"pass \d+ ended") + 1)
+                assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
+            finally:
+                piece.kill()
+        passes = [record["pass"] for record in every_line_parses(archive)]
+        log_lines = log_file.read_text().splitlines()
+        warm_left = sorted(p.name for p in (disk / "cache").rglob("*")
+                           if p.parent.name == "warm")
+    print(f"full disk: archiving again {resumed - roomy:.2f} s after room returned "
+          f"(the next pass's end); the disk was full for {roomy - full:.1f} s")
+    assert piece.count(r"cannot write to the archive") == 1, piece.log
+    assert piece.count(r"cannot write to the log file") == 1, piece.log
+    assert piece.count(r"could not keep a warm start") == 1
+    assert "Traceback" not in piece.log and "Logging error" not in piece.log
+    assert piece.count(r"process died|process hung") == 0, piece.log
+    assert passes == sorted(passes) and len(set(passes)) == len(passes)
+    ended = [int(m[1]) for _, line in piece.lines if (m := re.search(r"pass (\d+) ended", line))]
+    assert passes[-1] == ended[-1]   # the last pass shown was archived: archiving resumed
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", line) for line in log_lines)
+    assert warm_left == [], warm_left   # no torn warm start, no temporary left behind
+    # The hum played on through the full disk: every second of it near the level before.
+    signal_ = mono(read_wav(wav)[0])
+    shift = piece.started - recorded   # the recording's time of the piece's launch
+    level = lambda a, b: rms(window(signal_, 48000, a + shift, b + shift))
+    before = level(full - 2.0, full)
+    during = [level(t, t + 1.0) for t in np.arange(full, roomy - 1.0, 1.0)]
+    print(f"hum level before the disk filled {before:.4f}; while full, lowest second "
+          f"{min(during):.4f}")
+    assert before > 1e-3 and min(during) > 0.3 * before, (before, during)
 
 
 def test_passes_are_archived_and_shown_by_the_archive_command(tmp_path, tiny_model):

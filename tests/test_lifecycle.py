@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from permanent.lifecycle import SPAWN, Backoff, ChildProcess, Supervisor
+from permanent.lifecycle import SPAWN, Backoff, ChildProcess, RestartLimit, Supervisor
 
 
 def _exit_with(code: int) -> None:
@@ -26,8 +26,8 @@ class FakeChild:
 
 
 class Restarting(Supervisor):
-    def __init__(self):
-        super().__init__("test", FakeChild(), logging.getLogger("permanent.test"))
+    def __init__(self, limit=None):
+        super().__init__("test", FakeChild(), logging.getLogger("permanent.test"), limit)
 
     def _next_process(self):
         return FakeChild().start()
@@ -71,3 +71,45 @@ def test_crashes_in_a_row_wait_longer():
         now = supervisor._restart_at
         supervisor.restart_when_due(now)
     assert waits == list(Backoff.STEPS[:3])
+
+
+def limited():
+    """A supervisor that gives up, as the model's does (5 crashes in 10 minutes)."""
+    return Restarting(RestartLimit(5, 600.0)).start()
+
+
+def crash_and_restart(supervisor, now: float) -> float:
+    """One crash at `now`, and the restart its backoff schedules; the time after it."""
+    supervisor.crashed(now, "died (exit code -9)")
+    if supervisor.restart_pending:
+        now = supervisor._restart_at
+        supervisor.restart_when_due(now)
+    return now
+
+
+def test_five_crashes_within_ten_minutes_stop_the_restarts_with_one_line(caplog):
+    caplog.set_level(logging.INFO, logger="permanent.test")
+    supervisor = limited()
+    now = 100.0
+    for _ in range(4):
+        now = crash_and_restart(supervisor, now + 3.0)
+    assert not supervisor.given_up
+    supervisor.crashed(now + 3.0, "died (exit code -9)")   # the fifth, 38 s after the first
+    assert supervisor.given_up and not supervisor.restart_pending
+    assert not supervisor.restart_when_due(now + 1000.0)   # nothing is ever started again
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["test process died (exit code -9): 5 failures in 10 minutes, so the "
+                      "test process is not started again"]
+    supervisor.try_again(now + 1000.0)   # e.g. an edit to the model: counted afresh
+    assert not supervisor.given_up
+    for _ in range(4):
+        now = crash_and_restart(supervisor, now + 1003.0)
+    assert not supervisor.given_up
+
+
+def test_crashes_spread_over_more_than_ten_minutes_are_restarted_for_ever():
+    supervisor = limited()
+    now = 0.0
+    for _ in range(12):
+        now = crash_and_restart(supervisor, now + 150.0)   # a crash every 2.5 minutes or so
+        assert not supervisor.given_up and supervisor.pid is not None

@@ -239,13 +239,16 @@ class Piece:
         self._on_screen = []
 
     def _apply_settings_if_due(self, at_boundary: bool) -> None:
-        """New settings take effect at a pass boundary, or at once while closed and dark."""
+        """New settings take effect at a pass boundary, or at once on a dark page that no
+        pass is coming to: while closed, or once the model was given up on (an edit to
+        it is what may bring the text back)."""
         from .screen.display import PageView
 
         if self._pending is None:
             return
-        dark_and_closed = not self._hours.open and self._conductor.opacity == 0
-        if not (at_boundary or dark_and_closed):
+        waiting = not self._hours.open or self._model.given_up
+        blank = self._conductor.opacity == 0 or self._conductor.pass_id is None
+        if not (at_boundary or (waiting and blank)):
             return
         new, old = self._pending, self.config
         self._pending = None
@@ -262,7 +265,10 @@ class Piece:
         self._quit_keys = self._input_policy(new)
 
     def _draw(self, now: float) -> None:
-        writing = self._hours.open and self._conductor.phase is Phase.WRITING
+        # The caret says a token is on its way: none is while closed, or once the model
+        # was given up on (the hum plays alone on a dark page).
+        writing = (self._hours.open and self._conductor.phase is Phase.WRITING
+                   and not self._model.given_up)
         self._view.draw(self._screen, now, self._conductor.opacity, writing)
         self._pygame.display.flip()
         if self._frames == 0:

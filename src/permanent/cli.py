@@ -104,21 +104,15 @@ def cmd_run(args) -> int:
 
 
 def _log_to_file(config) -> None:
-    """Besides stderr, a rotating log file: what a technician reads after a week away."""
-    import logging.handlers
-
+    """Besides stderr, a rotating log file: what a technician reads after a week away. A
+    disk that fills is said once on stderr, and once again when the file is written again."""
     import platformdirs
+
+    from .care.line_file import LineFileHandler
 
     path = Path(config.care.log_file or Path(platformdirs.user_log_dir("permanent")) /
                 "permanent.log").expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=int(config.care.log_megabytes * 2**20), backupCount=3,
-            encoding="utf-8")
-    except OSError as e:
-        log.warning("cannot write the log file %s (%s); logging to stderr only", path, e)
-        return
+    handler = LineFileHandler(path, int(config.care.log_megabytes * 2**20), backups=3)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
 

@@ -8,6 +8,7 @@ on one child, `Supervisor` for keeping one running. Neither knows about the othe
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import functools
@@ -23,6 +24,10 @@ from typing import Callable, NoReturn, Optional
 
 # Children start in a clean interpreter: no inherited pygame or torch state.
 SPAWN = multiprocessing.get_context("spawn")
+# A multiprocessing queue's timed wait ends at a deadline on the wall clock, which an NTP
+# correction or a clock set by hand moves: set back an hour, such a wait lasts an hour.
+# Waits for room in a queue look again after this long instead, on the monotonic clock.
+ROOM_POLL_SECONDS = 0.02
 
 
 class Backoff:
@@ -46,6 +51,24 @@ class Backoff:
         return delay
 
 
+class RestartLimit:
+    """How many crashes within how long a role allows before it stops restarting a
+    process: a child that dies again and again (for want of memory, say) would otherwise
+    take the machine's time and memory from what still works."""
+
+    def __init__(self, crashes: int = 5, seconds: float = 600.0):
+        self.crashes, self.seconds = crashes, seconds
+        self._times: collections.deque = collections.deque(maxlen=crashes)
+
+    def reached(self, now: float) -> bool:
+        """Count a crash at `now`; True when it is the last one allowed."""
+        self._times.append(now)
+        return len(self._times) == self.crashes and now - self._times[0] <= self.seconds
+
+    def reset(self) -> None:
+        self._times.clear()
+
+
 class LatestOfEach:
     """Commands to a child through its bounded queue, of which none is lost: while the
     queue is full, each kind's newest value waits here, replacing an older one of that
@@ -67,14 +90,13 @@ class LatestOfEach:
         deadline = time.monotonic() + timeout
         while self._waiting:
             kind, value = next(iter(self._waiting.items()))
-            remaining = deadline - time.monotonic()
             try:
-                if remaining > 0:
-                    self._commands.put((kind, value), timeout=remaining)
-                else:
-                    self._commands.put_nowait((kind, value))
+                self._commands.put_nowait((kind, value))
             except queue.Full:
-                return False
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(ROOM_POLL_SECONDS)
+                continue
             del self._waiting[kind]
         return True
 
@@ -116,13 +138,16 @@ class Supervisor:
     `Backoff` wait is over. What counts as a crash, and what a new process needs, is the
     role's own: it calls `crashed` and gives `_next_process`."""
 
-    def __init__(self, name: str, process: ChildProcess, log: logging.Logger):
+    def __init__(self, name: str, process: ChildProcess, log: logging.Logger,
+                 limit: Optional[RestartLimit] = None):
         self.name = name   # how the log lines call it: "hum", "model"
         self.process = process
         self._log = log
         self._backoff = Backoff()
+        self._limit = limit   # None: restarted however often it dies
         self._restart_at: Optional[float] = None
         self._quiet = False   # the pending restart is a quiet retry
+        self.given_up = False   # the limit was reached: no more restarts until `try_again`
 
     def start(self):
         self.process.start()
@@ -139,8 +164,16 @@ class Supervisor:
 
     def crashed(self, now: float, cause: str, quiet: bool = False) -> None:
         """The process died or hung (`cause` says which, for the log): restart it after the
-        next wait of the backoff. `quiet` keeps this and the restart out of the log (debug
-        only): for a role that retries while something it needs is away, and has said once."""
+        next wait of the backoff, or, past the role's `RestartLimit`, never. `quiet` keeps
+        this and the restart out of the log (debug only): for a role that retries while
+        something it needs is away, and has said once."""
+        if self._limit is not None and self._limit.reached(now):
+            self.given_up = True
+            self._restart_at = None
+            self._log.error("%s process %s: %d failures in %.0f minutes, so %s", self.name,
+                            cause, self._limit.crashes, self._limit.seconds / 60,
+                            self._giving_up())
+            return
         delay = self._backoff.delay(now)
         self._quiet = quiet
         self._log.log(logging.DEBUG if quiet else logging.WARNING,
@@ -151,6 +184,20 @@ class Supervisor:
         """A pending restart is due at once: what its wait was for is back."""
         if self._restart_at is not None:
             self._restart_at = min(self._restart_at, now)
+
+    def try_again(self, now: float) -> None:
+        """The role has started a new process after a change that may end the crashes (a
+        smaller model): they are counted afresh, and no restart is pending."""
+        self.given_up = False
+        self._restart_at = None
+        self._backoff = Backoff()
+        self._backoff.running_since(now)
+        if self._limit is not None:
+            self._limit.reset()
+
+    def _giving_up(self) -> str:
+        """What the log says when the limit is reached: what now, and what to fix."""
+        return f"the {self.name} process is not started again"
 
     def restart_when_due(self, now: float) -> bool:
         """While a restart is pending, True, and once its wait is over the new process

@@ -1,20 +1,21 @@
 """Every finished pass, kept: one JSON line each, in files that rotate at a fixed size.
 
-Rotation is `logging.handlers.RotatingFileHandler`'s; this module adds what a gallery
-needs around it: an archive that cannot be written (read-only disk, full disk) is
-reported once and the piece carries on.
+The file is a `LineFile`: an archive that cannot be written (read-only disk, full disk)
+is reported once and the piece carries on; when there is room again it says so and
+archives again, and no line is ever left torn.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import time
 from pathlib import Path
 from typing import Iterator
 
 import platformdirs
+
+from .line_file import LineFile
 
 log = logging.getLogger("permanent.archive")
 
@@ -23,49 +24,18 @@ def default_path() -> Path:
     return Path(platformdirs.user_data_dir("permanent")) / "passes.jsonl"
 
 
-class _Handler(logging.handlers.RotatingFileHandler):
-    def __init__(self, owner: "PassArchive", *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.owner = owner
-
-    def handleError(self, record) -> None:   # noqa: N802 (logging's name)
-        self.owner.failed("cannot write to the archive")
-
-
 class PassArchive:
     def __init__(self, path: Path, max_bytes: int, backups: int):
         self.path = Path(path)
-        self._reported = False
-        self._logger = logging.getLogger(f"permanent.archive.file.{id(self)}")
-        self._logger.propagate = False
-        self._logger.setLevel(logging.INFO)
-        self._handler = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handler = _Handler(self, self.path, maxBytes=max_bytes, backupCount=backups,
-                                     encoding="utf-8", delay=True)
-            self._handler.setFormatter(logging.Formatter("%(message)s"))
-            self._logger.addHandler(self._handler)
-        except OSError as e:
-            self.failed(f"cannot create the archive ({e})")
+        self._file = LineFile(self.path, max_bytes, backups, "the archive",
+                              "the piece goes on without archiving passes", log)
 
-    def failed(self, why: str) -> None:
-        if not self._reported:   # once: a full disk must not flood the log as well
-            log.warning("%s at %s; the piece goes on without archiving passes", why, self.path)
-            self._reported = True
-
-    def append(self, record: dict) -> None:
-        if self._handler is None:
-            return
-        self._logger.info(json.dumps(record, ensure_ascii=False))
+    def append(self, record: dict) -> bool:
+        """Keep one pass; False if it could not be written (already reported)."""
+        return self._file.write(json.dumps(record, ensure_ascii=False))
 
     def close(self) -> None:
-        if self._handler is not None:
-            self._logger.removeHandler(self._handler)
-            try:
-                self._handler.close()
-            except OSError:
-                self.failed("cannot write to the archive")   # the last flush, on a full disk
+        self._file.close()
 
 
 def pass_record(pass_id: int, model: str, prompt: str, tokens: list) -> dict:

@@ -18,8 +18,8 @@ from typing import Optional
 
 from ..config import Config, TextConfig
 from ..events import Status, TokenEvent
-from ..lifecycle import (SPAWN, ChildProcess, LatestOfEach, Supervisor, die_with_parent,
-                         exit_now, kill_and_reap)
+from ..lifecycle import (SPAWN, ChildProcess, LatestOfEach, RestartLimit,
+                         Supervisor, die_with_parent, exit_now, kill_and_reap)
 
 log = logging.getLogger("permanent.generator")
 QUEUE_TOKENS = 256   # about a pass ahead of the screen: enough slack, bounded memory
@@ -70,13 +70,17 @@ class ModelProcess(ChildProcess):
 
 class ModelSupervisor(Supervisor):
     """Keeps a model process running: a crash or a hang after a good start means a restart
-    with backoff (the hum and the screen carry on); a model that never loads is an error."""
+    with backoff (the hum and the screen carry on); a model that never loads is an error.
+    After `RESTART_LIMIT` crashes the piece goes on with the hum alone, until an edit
+    changes the model."""
 
     process: ModelProcess
+    RESTART_LIMIT = (5, 600.0)   # crashes, seconds
 
     def __init__(self, config: Config, status: mp.Queue, first_pass_tokens: Optional[int] = None):
         self.config, self.status = config, status
-        super().__init__("model", ModelProcess(config, status, 0, first_pass_tokens), log)
+        super().__init__("model", ModelProcess(config, status, 0, first_pass_tokens), log,
+                         RestartLimit(*self.RESTART_LIMIT))
         self.ever_ready = False
         self._process_ready = False
         self._drained = self._interrupt_reported = False
@@ -86,7 +90,7 @@ class ModelSupervisor(Supervisor):
         token = self.process.take()
         if token is not None:
             self._next_pass_id = max(self._next_pass_id, token.pass_id + 1)
-        elif self.restart_pending and not self._drained:
+        elif (self.restart_pending or self.given_up) and not self._drained:
             self._drained = True   # everything the dead process wrote has been taken
         return token
 
@@ -108,13 +112,14 @@ class ModelSupervisor(Supervisor):
             self.process.stop()
             self._process_ready = False
             self.process = ModelProcess(config, self.status, self._next_pass_id).start()
+            self.try_again(time.monotonic())   # the crashes may have been the old model's
         elif config.text != old.text:
             self.process.update_text(config.text)
 
     def watch(self, now: float) -> bool:
         """Restart a dead or hung model process when its backoff is over; False if the
         model never loaded at all (a configuration problem, not a crash)."""
-        if self.restart_when_due(now):
+        if self.given_up or self.restart_when_due(now):
             return True
         if self.process.pid is None:
             return True
@@ -140,11 +145,21 @@ class ModelSupervisor(Supervisor):
         self._process_ready = False
         return ModelProcess(self.config, self.status, self._next_pass_id).start()
 
+    def _giving_up(self) -> str:
+        return (f"the piece goes on with the hum alone and starts the model no more. A model "
+                f"process killed (exit code -9) has most often run out of memory: free some, "
+                f"or choose a smaller model ({self.config.where('model.name')}); saving a "
+                f"change to the model's settings tries again.")
+
     def stop(self) -> None:
         self.process.stop()
 
 
 MODEL_NICENESS = 19   # the lowest: frames and audio buffers never wait for the model
+# How often a model that is a queue ahead of the screen looks for room: a pass ahead is
+# queued, so this costs the screen nothing, and the model few wake-ups while the piece is
+# closed.
+WAIT_FOR_SCREEN_SECONDS = 0.1
 
 
 def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue, stop,
@@ -194,10 +209,12 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
                 if stop.is_set() or (parent is not None and not parent.is_alive()):
                     exit_now(0)   # nothing to save, and torch's own teardown is slow
                 try:
-                    tokens.put(event, timeout=0.2)
+                    # Not a timed put: its deadline is on the wall clock (see lifecycle).
+                    tokens.put_nowait(event)
                     break
                 except queue.Full:
                     heartbeat.value = time.monotonic()   # waiting for the screen is not a hang
+                    time.sleep(WAIT_FOR_SCREEN_SECONDS)
 
 
 def _newest_settings(settings: mp.Queue, text: TextConfig) -> TextConfig:

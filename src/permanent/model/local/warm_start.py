@@ -127,6 +127,9 @@ def load(key: Optional[str], location: Path):
         from safetensors.torch import load_file
 
         meta = json.loads(meta_file.read_text())
+        if tensors_file.stat().st_size != meta["tensors_bytes"]:
+            raise ValueError(f"{tensors_file.stat().st_size} bytes where its meta wrote "
+                             f"{meta['tensors_bytes']}: not the file written with it")
         # Each tensor copied out of the file's buffer: the packed kernels read their
         # weights with aligned vector loads and crashed on the file's 8-byte offsets.
         tensors = {k: v.clone() for k, v in load_file(str(tensors_file)).items()}
@@ -163,15 +166,26 @@ def save(key: str, forward, tokenizer, meta: dict, prompt_ids: list[int]) -> Opt
         tensors["kept_cache"] = forward.cache[:, :, :, :, :kept]
         tensors["kept_tokens"] = forward.tokens[:kept]
     tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
-    meta = dict(meta, forward=forward_meta, kept_prompt=kept)
     folder = _folder()
     folder.mkdir(parents=True, exist_ok=True)
-    # Written under temporary names and renamed: a start never reads half a file.
+    # Both written whole under temporary names, then renamed: a start never reads half a
+    # file, and the size recorded in the meta tells a pair from two different writes.
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as part:
-        save_file(tensors, part.name)
-    os.replace(part.name, folder / f"{key}.safetensors")
-    (folder / f"{key}.json.part").write_text(json.dumps(meta))
-    os.replace(folder / f"{key}.json.part", folder / f"{key}.json")
+        tensors_part = Path(part.name)
+    meta_part = folder / f"{key}.json.part"
+    try:
+        try:
+            save_file(tensors, str(tensors_part))
+        except Exception as e:   # safetensors' own error, for a full disk too
+            raise OSError(f"writing {tensors_part.name}: {e}") from e
+        meta = dict(meta, forward=forward_meta, kept_prompt=kept,
+                    tensors_bytes=tensors_part.stat().st_size)
+        meta_part.write_text(json.dumps(meta))
+        os.replace(tensors_part, folder / f"{key}.safetensors")
+        os.replace(meta_part, folder / f"{key}.json")
+    finally:   # a write cut short (a full disk) leaves nothing behind to fill it further
+        tensors_part.unlink(missing_ok=True)
+        meta_part.unlink(missing_ok=True)
     _prune(folder, key)
     return folder / f"{key}.safetensors"
 
