@@ -186,6 +186,11 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
     except PermanentError as e:
         status.put(Status("generator", "error", str(e), time.monotonic()))
         return
+    # "Ready" reaches the piece before any token: each queue has its own feeder thread, and
+    # a token sent through a quicker one would otherwise arrive first (the supervisor
+    # counts silence as a hang only once the model said it was ready).
+    status.close()
+    status.join_thread()
     tokens.cancel_join_thread()   # on exit, do not wait for the parent to drain the queue
     parent = mp.parent_process()
     text = config.text
