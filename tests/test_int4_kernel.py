@@ -42,11 +42,16 @@ def grid_weights(out_features, in_features, seed=0):
 
 @pytest.mark.parametrize("rows, in_features, out_features", [
     (1, 64, 7), (1, 576, 3072), (3, 1536, 576), (9, 576, 960)])
-@pytest.mark.parametrize("outlier, closer", [(1, 10), (40, 2)])
+# How many times closer to float64 than bfloat16 inputs the products must be: measured
+# 29-40 times on plain inputs and 2.6-20 times where one input in a block is 40 times the
+# rest (docs/int4-kernel.md). The kernel is the same AVX2 code, built with the same flags,
+# on every CPU that runs it, so the floors are the smallest measured ratio with a margin
+# of 1.3-1.5 for another compiler's summation, not more.
+@pytest.mark.parametrize("outlier, closer", [(1, 20), (40, 2)])
 def test_products_match_float64_more_closely_than_bfloat16_inputs_would(
         one_thread, rows, in_features, out_features, outlier, closer):
-    """Each input is held to about 15 bits of its block's largest value: measured 30
-    times closer to float64 than bfloat16 inputs, and still closer where one input in a
+    """Each input is held to about 15 bits of its block's largest value: at least 20 times
+    closer to float64 than bfloat16 inputs, and still twice as close where one input in a
     block is 40 times the rest (real models have such activations)."""
     assert kernels.own_kernel_unavailable(in_features) is None
     (weight, scales), exact_weights = grid_weights(out_features, in_features)
@@ -56,6 +61,8 @@ def test_products_match_float64_more_closely_than_bfloat16_inputs_would(
     ours = int4_kernel.linear(x, weight, scales).double()
     bf16 = x.bfloat16().double() @ exact_weights.T   # what torch's int4 kernel reads
     error = lambda y: float((y - exact).norm() / exact.norm())
+    print(f"{rows}x{in_features}->{out_features}, outlier x{outlier}: "
+          f"{error(bf16) / error(ours):.1f} times closer than bfloat16 inputs")
     assert error(ours) < error(bf16) / closer
     residual = torch.randn(rows, out_features)
     added = int4_kernel.linear(x, weight, scales, residual)

@@ -112,10 +112,17 @@ def test_packed_weights_barely_move_the_embedded_models_entropy(embedded, torch_
     torch_threads(threads)
     reference = reference_logits(model, ids)
     assert CompactLlama(model, "int4").head.kernel == int4_kernel
-    for packing, kl_limit, shift_limit in [("int4", 0.02, 0.1), ("int8", 0.04, 0.2)]:
+    # About twice the KL and the entropy moved that each measured (docs/int4-kernel.md):
+    # room for torch's kernels on another CPU, which round their own way, and no more.
+    limits = {"own": (0.0045, 0.008), "torch": (0.0075, 0.08)}[int4_kernel]
+    for packing, kl_limit, shift_limit in [("int4", *limits), ("int8", 0.021, 0.2)]:
         packed = compact_logits(model, ids, packing)
-        assert kl_bits(reference, packed).mean() < kl_limit, packing
-        assert (bits(packed) - bits(reference)).abs().mean() < shift_limit, packing
+        kl = float(kl_bits(reference, packed).mean())
+        shift = float((bits(packed) - bits(reference)).abs().mean())
+        print(f"{packing} on {threads} thread(s), {int4_kernel} int4 kernel: KL {kl:.4f} bits, "
+              f"entropy moved {shift:.4f} bits")
+        assert kl < kl_limit, packing
+        assert shift < shift_limit, packing
 
 
 def test_int4_packing_is_exact_for_weights_already_on_a_4_bit_grid():

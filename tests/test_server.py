@@ -89,14 +89,19 @@ def server_config(tmp_path, url) -> str:
 
 def test_the_entropy_estimate_from_top_logprobs_is_calibrated(embedded_model):
     """The estimator's shipped tail offset, on tokens it was not fitted on: mean absolute
-    error within 0.25 bits of the exact entropy with the top 20 (the default) and the top 5."""
+    error within 0.07 bits of the exact entropy with the top 20 (the default), within 0.25
+    with the top 5."""
     config = Config()
     config = config.replace(text=dataclasses.replace(config.text, seed=7))
     sample = entropy_estimate.sample_model(config, 1000)
-    for k in (20, 5):
+    # Twice the error measured with the top 20, 1.75 times with the top 5 (docs/server.md):
+    # a CPU whose kernels round differently samples other tokens after a while, and 1,000
+    # tokens vary that much, no more.
+    for k, limit in ((20, 0.07), (5, 0.25)):
         result = entropy_estimate.report(sample, k, TAIL_OFFSET_BITS)
-        print(result)
-        assert result["mae"] <= 0.25, result
+        print(f"top {k}: mean absolute error {result['mae']:.3f} bits (limit {limit}); "
+              f"{result}")
+        assert result["mae"] <= limit, result
     # The shipped offset is still near the best one for these tokens.
     assert abs(entropy_estimate.fit_offset(sample, 20) - TAIL_OFFSET_BITS) < 0.75
 
@@ -140,7 +145,9 @@ def test_the_servers_entropies_are_close_to_the_local_models(server, embedded_mo
         errors += [abs(e.entropy_bits - x) for e, x in zip(reply, exact)]
         assert seed < 40, "too few passes could be lined up"
     print(f"{len(errors)} tokens: mean absolute difference {np.mean(errors):.3f} bits")
-    assert np.mean(errors) < 0.3
+    # About twice what was measured (docs/server.md): llama.cpp's own Q4_1 arithmetic is
+    # part of the difference and differs between its builds, and 60-odd tokens vary.
+    assert np.mean(errors) < 0.2
 
 
 def test_check_probes_a_configured_server(server, tmp_path):

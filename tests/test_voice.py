@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,20 +16,31 @@ from permanent.model.voice.adapter import (BUILTIN_CORPUS, BUILTIN_VOICE, apply_
                                            read_corpus, resolve_voice)
 
 from conftest import REPO, run_cli
+from shingles import read_hashes, shingle_hashes
+
+
+SEED = REPO.parent / "shared" / "seed"
+SEED_SHINGLES = Path(__file__).parent / "data" / "seed-shingles.txt"
 
 
 def test_the_corpus_is_the_pieces_own_voice():
+    """Every passage speaks as the piece, of its theme, and copies no 8-word run of the
+    seed text, whose runs the tests keep as hashes only (tests/data/README.md)."""
     passages = read_corpus(BUILTIN_CORPUS)
     assert len(passages) >= 300
-    seed = " ".join(reading.words((REPO.parent / "shared" / "seed").joinpath(
-        "000_ddb201fed654acae.txt").read_text())) if (REPO.parent / "shared" / "seed").exists() \
-        else ""
-    seed_runs = {g for g in reading.ngrams(seed.split(), 8)}
+    assert SEED_SHINGLES.is_file(), \
+        f"{SEED_SHINGLES} is missing: make it as tests/data/README.md says"
+    seed_runs = read_hashes(SEED_SHINGLES)
+    assert len(seed_runs) >= 500, f"{SEED_SHINGLES} holds only {len(seed_runs)} hashes"
+    if SEED.is_dir():   # beside the seed, the hashes must still be the seed's
+        assert seed_runs == set().union(*(shingle_hashes(p.read_text(encoding="utf-8"))
+                                          for p in SEED.glob("*.txt"))), \
+            f"{SEED_SHINGLES} no longer matches {SEED}: make it again (tests/data/README.md)"
     for passage in passages:
         said = reading.read_pass(passage)
         assert not said.second_person_words and not said.off_theme_words, passage
-        assert not seed_runs & set(reading.ngrams(reading.words(passage), 8)), \
-            f"copied from the seed: {passage}"
+        copied = seed_runs & shingle_hashes(passage)
+        assert not copied, f"{len(copied)} 8-word runs copied from the seed: {passage}"
     openings = {tuple(reading.words(p)[:2]) for p in passages}
     assert len(openings) > 60, "the passages must not all start alike"
 

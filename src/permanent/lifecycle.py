@@ -275,6 +275,35 @@ def kill_and_reap(process) -> None:
         os.close(pidfd)
 
 
+def _reap_resource_tracker(timeout: float) -> None:
+    """End multiprocessing's resource tracker, where this process started it, and reap it.
+
+    It leaves once every process holding its pipe has closed it, so on its own only after
+    this one has exited: an orphan then, for init to reap when it will (a zombie for good
+    where init never reaps, as in a container), and to a screensaver host a hack that
+    outlives its stop. Closing the pipe first lets it leave while this process waits; a
+    tracker that does not (a child still holds the pipe) is left to leave on its own."""
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    with tracker._lock:   # as its own _stop does, without that one's unbounded wait
+        pid, fd = tracker._pid, tracker._fd
+        if pid is None or fd is None:   # none started here: a child shares its parent's
+            return
+        tracker._pid = tracker._fd = None
+        os.close(fd)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            return
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.002)
+
+
 def exit_now(code: int) -> NoReturn:
     """Leave this process at once, for a process that has closed everything it owns.
 
@@ -283,9 +312,11 @@ def exit_now(code: int) -> NoReturn:
     destroyed). That is little CPU, but a hack runs niced, and on a busy core it can take
     longer than a screensaver host waits. What must still
     happen is done first: multiprocessing's finalizers (queue threads, and the semaphores
-    the resource tracker would otherwise report as leaked) and the logs' last lines.
+    the resource tracker would otherwise report as leaked), the tracker's own end, and the
+    logs' last lines.
     """
     multiprocessing.util._exit_function()   # what its own atexit hook would have run
+    _reap_resource_tracker(timeout=0.2)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
