@@ -1,6 +1,7 @@
 """The voice: its corpus, training it, merging it, and the curator's audition."""
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -12,8 +13,8 @@ import torch
 from permanent.config import ModelConfig, TextConfig
 from permanent.measure import reading
 from permanent.model.local.generator import load_generator
-from permanent.model.voice.adapter import (BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice,
-                                           read_corpus, resolve_voice)
+from permanent.model.voice.adapter import (BUILTIN_CORPUS, BUILTIN_VOICE, COHERENT_CORPUS,
+                                           apply_voice, read_corpus, resolve_voice)
 
 from conftest import REPO, run_cli
 from shingles import read_hashes, shingle_hashes
@@ -23,11 +24,13 @@ SEED = REPO.parent / "shared" / "seed"
 SEED_SHINGLES = Path(__file__).parent / "data" / "seed-shingles.txt"
 
 
-def test_the_corpus_is_the_pieces_own_voice():
+@pytest.mark.parametrize("corpus, least", [(BUILTIN_CORPUS, 300), (COHERENT_CORPUS, 1000)],
+                         ids=["builtin voice's corpus", "coherent corpus"])
+def test_the_corpus_is_the_pieces_own_voice(corpus, least):
     """Every passage speaks as the piece, of its theme, and copies no 8-word run of the
     seed text, whose runs the tests keep as hashes only (tests/data/README.md)."""
-    passages = read_corpus(BUILTIN_CORPUS)
-    assert len(passages) >= 300
+    passages = read_corpus(corpus)
+    assert len(passages) >= least
     assert SEED_SHINGLES.is_file(), \
         f"{SEED_SHINGLES} is missing: make it as tests/data/README.md says"
     seed_runs = read_hashes(SEED_SHINGLES)
@@ -43,6 +46,26 @@ def test_the_corpus_is_the_pieces_own_voice():
         assert not copied, f"{len(copied)} 8-word runs copied from the seed: {passage}"
     openings = {tuple(reading.words(p)[:2]) for p in passages}
     assert len(openings) > 60, "the passages must not all start alike"
+
+
+def test_the_coherent_corpus_keeps_its_shape():
+    """2-6 sentences a passage, no two begun with the same four words, and nothing taken
+    from the builtin voice's corpus or repeated from another passage (8-word runs)."""
+    passages = read_corpus(COHERENT_CORPUS)
+    for passage in passages:
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", passage.strip()) if s]
+        assert 2 <= len(sentences) <= 6 and 25 <= len(reading.words(passage)) <= 90, passage
+        assert "\n" not in passage.strip(), f"one paragraph a passage: {passage}"
+    firsts = [tuple(reading.words(p)[:4]) for p in passages]
+    assert len(set(firsts)) == len(firsts), "two passages begin with the same four words"
+    assert sum(f[0] == "i" for f in firsts) <= len(firsts) // 10
+    older = set().union(*(shingle_hashes(p) for p in read_corpus(BUILTIN_CORPUS)))
+    seen: set[str] = set()
+    for passage in passages:
+        runs = shingle_hashes(passage)
+        assert not runs & older, f"an 8-word run of the builtin voice's corpus: {passage}"
+        assert not runs & seen, f"an 8-word run of another passage: {passage}"
+        seen |= runs
 
 
 def test_the_recitation_guard_finds_a_ten_word_run():

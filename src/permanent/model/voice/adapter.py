@@ -19,6 +19,8 @@ from ...errors import ModelError
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_VOICE = PACKAGE_DIR / "builtin_voice"
 BUILTIN_CORPUS = PACKAGE_DIR / "corpus"
+# Written for coherence, each sentence following from the last; no shipped voice uses it yet.
+COHERENT_CORPUS = PACKAGE_DIR / "coherent_corpus"
 CORPUS_SEPARATOR = "%"   # fortune's format: passages between lines holding only %
 
 
