@@ -160,6 +160,15 @@ def wait_for_count(piece: Running, pattern: str, timeout: float) -> None:
         time.sleep(0.02)
 
 
+def cut_and_notice(piece: Running, cut, cause: str, timeout: float) -> tuple[float, float]:
+    """Take the room's sound away (`cut`), wait for the piece to say `cause`: returns when
+    the cut was made (monotonic) and how long the piece took to notice."""
+    cut()
+    made = time.monotonic()
+    wait_for_count(piece, cause, timeout=timeout)
+    return made, time.monotonic() - made
+
+
 def said_once_and_wrote_through(piece: Running, cause: str, written_meanwhile: int) -> None:
     """The piece named the cause once, said once that it runs silently, kept writing
     while the room was silent, and still stops cleanly, with no traceback."""
@@ -193,10 +202,7 @@ def test_the_hum_is_heard_again_soon_after_the_sound_server_restarts(room, embed
             piece.kill()
             raise
     try:
-        room.kill()
-        killed = time.monotonic()
-        wait_for_count(piece, r"the sound server went away", timeout=10)
-        noticed = time.monotonic() - killed
+        killed, noticed = cut_and_notice(piece, room.kill, r"the sound server went away", 10)
         room.start(listening=False)
         with recording_the_hum(room.side_env, after_wav):
             time.sleep(max(RECORDER_LEAD, SERVER_DOWN_SECONDS - (time.monotonic() - killed)))
@@ -239,10 +245,8 @@ def test_the_hum_comes_back_when_its_output_device_returns(room, embedded_model,
     try:
         piece.wait_for(r"first token shown")
         time.sleep(2.0)
-        room.unload_sink()
-        unloaded = time.monotonic()
-        wait_for_count(piece, r"the output device is gone", timeout=10)
-        noticed = time.monotonic() - unloaded
+        unloaded, noticed = cut_and_notice(piece, room.unload_sink,
+                                           r"the output device is gone", 10)
         time.sleep(max(0.0, 6.0 - (time.monotonic() - unloaded)))
         written_meanwhile = shown_since(piece, unloaded)
         retries = piece.count(r"hum process found no output")   # debug lines: -v
@@ -273,10 +277,8 @@ def test_a_sound_server_that_stands_still_is_noticed_and_the_hum_comes_back(
     try:
         piece.wait_for(r"first token shown")
         time.sleep(2.0)
-        room.freeze()
-        frozen = time.monotonic()
-        wait_for_count(piece, r"the output stopped taking its sound", timeout=20)
-        noticed = time.monotonic() - frozen
+        frozen, noticed = cut_and_notice(piece, room.freeze,
+                                         r"the output stopped taking its sound", 20)
         time.sleep(max(0.0, 8.0 - (time.monotonic() - frozen)))
         room.thaw()
         thawed = time.monotonic()
