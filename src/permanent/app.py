@@ -113,7 +113,7 @@ class Piece:
     def _open(self) -> None:
         """The model's process, then the window, then what the loop keeps between frames.
         The model is the slowest to wake (importing torch alone takes over a second), so its
-        process starts before pygame is imported and the window opened: 0.2-0.3 s sooner."""
+        process starts before pygame is imported and the window opened."""
         from .model.process import ModelSupervisor
 
         config = self.config

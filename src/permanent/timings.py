@@ -76,3 +76,8 @@ def read_timings(path: Path) -> list[dict]:
         return []
     return [json.loads(line) for line in text.splitlines(keepends=True)
             if line.endswith("\n") and line.strip()]
+
+
+def first_event(events: list[dict], name: str) -> Optional[dict]:
+    """The first event called `name`, or None."""
+    return next((e for e in events if e["event"] == name), None)

@@ -22,7 +22,7 @@ from typing import Callable
 import psutil
 
 from ..config import Config
-from ..timings import ENVIRONMENT as TIMINGS_VARIABLE, read_timings
+from ..timings import ENVIRONMENT as TIMINGS_VARIABLE, first_event, read_timings
 from .machine import describe_machine, machine_line
 
 
@@ -322,7 +322,7 @@ def measure_startup(config: Config, config_path: Path | None, cold: bool,
         events = read_timings(timings)
 
     def seconds_of(name):   # the first such event, in seconds after launch
-        found = next((e for e in events if e["event"] == name), None)
+        found = first_event(events, name)
         return found["after_launch_s"] if found else None
 
     children = {k: v for k, v in peaks.items() if k.startswith("child")}
@@ -343,14 +343,14 @@ def _kill_model_and_wait(timings: Path, limit: float = 60.0) -> dict | None:
     """Kill the model's process as a crash would; time until the restarted model is ready
     (the supervisor's backoff, 1 s after a first crash, included) and until its first
     token is shown (the cut page's fade and gap included: they are the pacing's)."""
-    opened = next((e for e in read_timings(timings) if e["event"] == "window_open"), None)
+    opened = first_event(read_timings(timings), "window_open")
     if opened is None:
         return None
     killed = time.monotonic()   # the events' clock: the system's monotonic one
     os.kill(opened["model_pid"], signal.SIGKILL)
 
     def seconds_to(name: str, events: list[dict]):
-        found = next((e for e in events if e["event"] == name), None)
+        found = first_event(events, name)
         return None if found is None else round(found["monotonic_s"] - killed, 2)
 
     while time.monotonic() - killed < limit:
@@ -493,7 +493,7 @@ def _print_shapes(s: dict) -> None:
 
 
 def _print_anchor(a: dict) -> None:
-    print(f"  llama.cpp anchor  " + (a["error"] if "error" in a else
+    print("  llama.cpp anchor  " + (a["error"] if "error" in a else
           f"{a['tokens_per_second']} tokens/s against the loop's "
           f"{a['piece_tokens_per_second']}, a pass each in turn, {a['rounds']} rounds "
           f"({a['engine']}, the same GGUF{' and voice' if a['voice'] else ''}, "

@@ -91,14 +91,16 @@ class AudioProcess(ChildProcess):
         super().close_queues()
         self._reports.close()
 
+    def _listening(self) -> bool:
+        return not self.silent and self.is_alive()
+
     def _send(self, name: str, value=0.0) -> None:
-        if self.silent or not self.is_alive():
-            return
-        self._outbox.send(name, value)
+        if self._listening():
+            self._outbox.send(name, value)
 
     def flush(self) -> None:
         """Send what waited for room in the queue (the supervisor calls this every frame)."""
-        if not self.silent and self.is_alive():
+        if self._listening():
             self._outbox.flush()
 
     def show_token(self, entropy_bits: float) -> None:
@@ -124,7 +126,7 @@ class AudioProcess(ChildProcess):
         if self.pid is None:
             return
         self._send("stop", fade_seconds)
-        if not self.silent and self.is_alive():
+        if self._listening():
             self._outbox.flush(timeout=0.2)   # the hum reads its queue at once
         self._process.join(timeout=fade_seconds + heard_after(self.config.audio) + 0.5)
         if self.is_alive():
