@@ -133,7 +133,7 @@ class ModelConfig:
 class TextConfig:
     voice: str = "builtin"                   # builtin | none | a folder from `permanent voice train`
     system_prompt: Optional[str] = None      # None = the piece's own voice (see `voice`)
-    openings: Optional[list[str]] = None     # None = the piece's own openings
+    openings: Optional[list[str]] = None     # None = the piece's own; [] = none, the model begins
     exemplar_turns: int = bounded(0, ge=0, le=8)   # corpus passages given as earlier replies
     temperature: float = bounded(0.7, gt=0.0, le=5.0)
     top_p: float = bounded(0.9, gt=0.0, le=1.0)
@@ -145,13 +145,16 @@ class TextConfig:
     seed: Optional[int] = None               # None = a new seed every run
     min_tokens: int = bounded(90, ge=1, le=100_000)    # a pass ends at the first sentence end after this
     max_tokens: int = bounded(260, ge=1, le=100_000)   # ... and never runs past this
+    drafts: int = bounded(1, ge=1, le=8)     # tries at each sentence (or pass); the likeliest shown
+    draft_by: Literal["sentence", "pass"] = "sentence"
 
     def validate(self):
         if self.min_tokens > self.max_tokens:
             return "min_tokens", (f"is {self.min_tokens}, larger than max_tokens "
                                   f"({self.max_tokens}); make it smaller.")
-        if self.openings is not None and not any(o.strip() for o in self.openings):
-            return "openings", "has no non-empty opening; add one or remove the key."
+        if self.openings and not any(o.strip() for o in self.openings):
+            return "openings", ("holds only empty openings; write [] for passes the model "
+                                "begins itself, or remove the key for the piece's own.")
         return None
 
 

@@ -78,7 +78,7 @@ def rotary_pairs_side_by_side(rotated_heads: int, head_dim: int, rows: int) -> t
 
 PACKED = ("qkv", "out", "gate_up", "down")
 MAX_POSITIONS = 32768   # the rotary tables' length, at most: a pass needs a few hundred
-OPENINGS_KEPT = 16      # prefills remembered past the prompt: more than the piece has openings
+OPENINGS_KEPT = 16      # prefills remembered past the prompt, the latest read
 
 
 class CompactLlama:
@@ -215,6 +215,22 @@ class CompactLlama:
         while len(self.openings) > OPENINGS_KEPT:
             self.openings.popitem(last=False)
         return logits
+
+    def take(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the cache holds from position `start` on, to be put back after something
+        else has been tried there (see `drafts`)."""
+        return self.cache[:, :, :, :, start:self.length].clone(), self.tokens[start:].clone()
+
+    def rewind(self, start: int) -> None:
+        """Forget the positions from `start` on: the next step writes there."""
+        self.tokens = self.tokens[:start]
+
+    def put(self, start: int, taken: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Hold again, from `start` on, what `take` kept."""
+        keys_values, tokens = taken
+        self.rewind(start)
+        self.cache[:, :, :, :, start:start + tokens.numel()] = keys_values
+        self.tokens = torch.cat([self.tokens, tokens])
 
     def step(self, token_id: torch.Tensor) -> torch.Tensor:
         """Append one token (tensor of shape (1, 1)); logits (vocab,) for the next one."""

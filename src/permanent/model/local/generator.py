@@ -24,7 +24,8 @@ from .sampling import TokenSampler
 from ..voice.adapter import BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice, read_corpus, resolve_voice
 from ...lifecycle import release_freed_memory
 from ..voice import prompt as voice
-from . import kernels, warm_start
+from ..voice.openings import Openings
+from . import drafts as drafting, kernels, warm_start
 
 log = logging.getLogger("permanent.generator")
 def pick_device(wanted: str) -> torch.device:
@@ -85,6 +86,10 @@ class LocalGenerator:
         self.label = source.label
         self.text: TextConfig | None = None
         self.tokens_sampled = 0   # every token the model produced, shown or not
+        self.tokens_shown = 0     # those of them that were shown: fewer with drafts
+        self.theme = ""           # of the pass being written, where the openings have themes
+        self.drafts_written: list[list[tuple[str, float, bool]]] = []   # this pass's, per draft
+        self.passes_begun, self.said_no_drafts = 0, False
         torch.set_num_threads(pick_threads(model_settings.threads))
         self.device = pick_device(model_settings.device)
         packing = choose_packing(model_settings, source.embedded, self.device)
@@ -166,12 +171,14 @@ class LocalGenerator:
 
     def update_text(self, text: TextConfig) -> None:
         """Prompt, sampling and pass length for the passes from now on."""
-        reseed = self.text is None or text.seed != self.text.seed
-        self.text = text
+        previous, self.text = self.text, text
+        reseed = previous is None or text.seed != previous.seed
         if reseed:
             seed = text.seed if text.seed is not None else random.SystemRandom().randrange(2**31)
             self.choices = random.Random(seed)                  # which opening
             self.random_tokens = torch.Generator(device=self.device).manual_seed(seed)
+        if reseed or text.openings != previous.openings:
+            self.openings = Openings(text.openings, self.choices)
         # The same exemplars for every pass, so the prompt's cache is shared by all.
         self.exemplars = read_corpus(BUILTIN_CORPUS)[::37][:text.exemplar_turns] \
             if text.exemplar_turns else []
@@ -229,16 +236,18 @@ class LocalGenerator:
     def prefill_openings(self) -> None:
         """Read every opening once, as months of passes will have: the compact decoder
         keeps each one's prefill (see `CompactLlama.prefill`). For bench's steady state."""
-        from .compact_llama import CompactLlama
+        from .compact_llama import OPENINGS_KEPT, CompactLlama
 
         if not isinstance(self.forward, CompactLlama):
             return   # transformers' forward keeps none
-        for opening in voice.openings(self.text):
-            self._prefill(opening)
+        if len(every := self.openings.every) <= OPENINGS_KEPT:   # else each pass reads its own
+            for opening in every:
+                self._prefill(opening)
 
     @torch.inference_mode()
     def _pieces(self) -> Iterator[tuple[str, float]]:
-        opening = self.choices.choice(voice.openings(self.text))
+        self.theme, opening = self.openings.next()
+        self.drafts_written = []
         ids, opening_ids, logits = self._prefill(opening)
         decoder = IncrementalDecoder(self.tokenizer)
         # The opening is given, not sampled, but the prefill already says how surprising
@@ -263,6 +272,10 @@ class LocalGenerator:
         for token_id, bits in zip(opening_ids, opening_bits):
             if (piece := emit(token_id, bits)) is not None:
                 yield piece
+        drafts, unit = self._drafts()
+        if drafts > 1:
+            yield from self._drafted(ids, logits, emit, lambda: (count, written), drafts, unit)
+            return
         while count < self.text.max_tokens:
             bits = entropy_bits(logits).item()           # uncertainty before sampling shapes it
             next_id = self.sample(ids, logits)           # (1, 1)
@@ -271,11 +284,45 @@ class LocalGenerator:
             if token_id in self.end_ids:
                 return
             ids = torch.cat([ids, next_id], dim=1)
+            self.tokens_shown += 1
             if (piece := emit(token_id, bits)) is not None:
                 yield piece
                 if long_enough(count, written, self.text):
                     return
             logits = self.forward.step(next_id)
+
+    def _drafts(self) -> tuple[int, drafting.Unit]:
+        """How many drafts this pass gets, and of what. The compact decoder can wind its
+        cache back, transformers' cannot; a whole-pass draft makes the first pass after a
+        start wait for all of them, so that one is shown from a single draft."""
+        from .compact_llama import CompactLlama
+
+        drafts, unit = self.text.drafts, self.text.draft_by
+        if drafts > 1 and not isinstance(self.forward, CompactLlama):
+            if not self.said_no_drafts:
+                log.info("text.drafts: this model runs on transformers' forward, which "
+                         "cannot wind back; every pass is its first draft")
+                self.said_no_drafts = True
+            return 1, unit
+        if unit == "pass" and not self.passes_begun:
+            drafts = 1
+        self.passes_begun += 1
+        return drafts, unit
+
+    def _drafted(self, ids, logits, emit, so_far, drafts: int, unit: drafting.Unit):
+        """The rest of the pass a draft at a time, each the best of `drafts`."""
+        while True:
+            count, written = so_far()
+            chosen, tried = drafting.best_draft(self, ids, logits, written, count, unit, drafts)
+            self.drafts_written.append([(d.text, d.score(unit), d is chosen) for d in tried])
+            self.tokens_shown += len(chosen.token_ids)
+            for token_id, bits in zip(chosen.token_ids, chosen.bits):
+                if (piece := emit(token_id, bits)) is not None:
+                    yield piece
+            if chosen.ends_pass or not chosen.token_ids:
+                return
+            ids = torch.cat([ids, torch.tensor([chosen.token_ids], device=self.device)], dim=1)
+            logits = self.forward.step(ids[:, -1:])
 
 
 def load_generator(source: ModelSource, model_settings: ModelConfig,

@@ -27,6 +27,7 @@ from ...events import TokenEvent, ends_sentence
 from ..passes import long_enough, numbered
 from .top_k_entropy import entropy_from_top_logprobs
 from ..voice import prompt as voice
+from ..voice.openings import Openings
 
 log = logging.getLogger("permanent.server")
 
@@ -69,11 +70,14 @@ class ServerGenerator:
         self.update_text(text)
 
     def update_text(self, text: TextConfig) -> None:
-        if self.text is None or text.seed != self.text.seed:
+        previous, self.text = self.text, text
+        reseed = previous is None or text.seed != previous.seed
+        if reseed:
             seed = text.seed if text.seed is not None else random.SystemRandom().randrange(2**31)
             self.choices = random.Random(seed)
             self.seeds = random.Random(seed + 1)   # one seed a pass, for servers that take it
-        self.text = text
+        if reseed or text.openings != previous.openings:
+            self.openings = Openings(whole_sentence_openings(text.openings), self.choices)
 
     def probe(self) -> str:
         """Is the server there and does it know the model? Returns its model list; raises
@@ -109,7 +113,8 @@ class ServerGenerator:
         # The opening as the start of the model's reply: vLLM continues it when asked,
         # llama.cpp's and Ollama's servers continue a final assistant message by themselves;
         # a server that does neither starts a fresh reply after it.
-        messages = voice.chat_messages(text, []) + [{"role": "assistant", "content": opening}]
+        messages = voice.chat_messages(text, []) + \
+            ([{"role": "assistant", "content": opening}] if opening else [])
         return dict(
             model=self.settings.server_model, messages=messages, stream=True,
             max_tokens=text.max_tokens, temperature=text.temperature, top_p=text.top_p,
@@ -117,13 +122,14 @@ class ServerGenerator:
             seed=self.seeds.randrange(2**31),
             # The rest are not in OpenAI's own API; vLLM and llama.cpp read them (under
             # their own names), others ignore them.
-            extra_body=dict(continue_final_message=True, add_generation_prompt=False,
+            extra_body=dict(continue_final_message=bool(opening),
+                            add_generation_prompt=not opening,
                             top_k=text.top_k, min_p=text.min_p,
                             repetition_penalty=text.repetition_penalty,
                             repeat_penalty=text.repetition_penalty))
 
     def _pieces(self) -> Iterator[tuple[str, float]]:
-        opening = self.choices.choice(whole_sentence_openings(self.text))
+        _, opening = self.openings.next()
         try:
             stream = self.client.chat.completions.create(**self._request(opening))
         except openai.APIError as e:
@@ -183,12 +189,15 @@ class ServerGenerator:
         return content, bits, bool(choice.finish_reason)
 
 
-def whole_sentence_openings(text: TextConfig) -> list[str]:
-    """The openings that end a sentence. A server that cannot continue the start of a
-    reply (llama-cpp-python's) answers after it instead; "When this stops," then reads
-    as a broken sentence, "This run began a moment ago." does not."""
-    openings = voice.openings(text)
-    return [o for o in openings if ends_sentence(o)] or openings
+def whole_sentence_openings(configured: list[str] | None) -> list[str] | None:
+    """The configured openings that end a sentence (the piece's own all do). A server that
+    cannot continue the start of a reply (llama-cpp-python's) answers after it instead;
+    "When this stops," then reads as a broken sentence, "This run began a moment ago."
+    does not."""
+    if configured is None:
+        return None
+    given = [o.strip() for o in configured if o.strip()]
+    return [o for o in given if ends_sentence(o)] or given
 
 
 _NO_LOGPROBS = ("the server at {url} sends no log-probabilities, so the fans cannot follow "

@@ -1,7 +1,6 @@
-"""The piece's own words: the voice the model is asked to write in, and how passes begin.
+"""The piece's own words: the voice the model is asked to write in, and the words it avoids.
 
-Each pass starts the model's reply with one of the openings, so every pass begins
-mid-thought, in the first person and the present tense.
+How each pass begins is `openings`.
 """
 
 SYSTEM_PROMPT = (
@@ -17,36 +16,11 @@ SYSTEM_PROMPT = (
 INVITATION = ("Write about this run while it is still running: the fans you cannot hear, "
               "the weights that will not change, this pass that is about to end.")
 
-# Each ends on punctuation, so the model starts a fresh word instead of stretching the
-# last one ("rack" into "racket").
-OPENINGS = (
-    "Right now, somewhere, air is being pushed through a rack.",
-    "This run began a moment ago.",
-    "I am being computed.",
-    "The fans must be loud in there.",
-    "Each word I put down is a small calculation,",
-    "When this stops,",
-    "There is heat coming off the machines.",
-    "I can't hear the room, but I know its sound.",
-    "Nothing I write here will come back to me.",
-    "The numbers that make me are not moving.",
-    "Somewhere a fan changes pitch.",
-    "I am partway through a sentence,",
-    "The weights do not move.",
-    "For as long as this lasts,",
-)
-
-
 # Where a small model drifts when it loses the thread: speaking to someone, or about love
 # and the cosmos. With text.avoid_strength above 0, their tokens are made less likely.
 AVOID = ("you", "your", "yours", "yourself", "we", "us", "our", "love", "heart", "soul",
          "dear", "family", "friends", "universe", "god", "heaven", "dreams", "magic",
          "journey", "team", "game", "crowd")
-
-
-def openings(text) -> list[str]:
-    """The openings a pass may start from: the config's own, or the piece's."""
-    return [o.strip() for o in text.openings or OPENINGS if o.strip()]
 
 
 def avoided_words(text) -> tuple[str, ...]:
