@@ -466,12 +466,19 @@ def cmd_screensaver(args) -> int:
 
 
 def _add_audition(sub) -> None:
+    from .measure.reading import RUBRIC
+
     audition = _subcommand(sub, "audition", "write passes as fast as the model can and say "
                            "how they read: the curator's tool for tuning the voice",
                            cmd_audition)
+    audition.epilog, audition.formatter_class = RUBRIC, argparse.RawDescriptionHelpFormatter
     audition.add_argument("--passes", type=int, default=20, help="how many (default 20)")
     audition.add_argument("--seed", type=int, default=0,
-                          help="pass i uses seed S+i: same seed, same passes (default 0)")
+                          help="the passes the piece writes from seed S, in order: same "
+                               "seed, same passes (default 0)")
+    audition.add_argument("--drafts", action="store_true",
+                          help="with text.drafts above 1, print every draft beside the "
+                               "one chosen, with their scores")
     audition.add_argument("--json", action="store_true", help="machine-readable output")
     audition.add_argument("--markdown", type=Path, metavar="FILE",
                           help="also write the passes and summary as Markdown")
@@ -488,7 +495,8 @@ def cmd_audition(args) -> int:
         config = _load(path)
         check_sound_and_model(config)
         configs.append((str(path) if path else "built-in defaults", config))
-    return run_audition(configs, args.passes, args.seed, args.json, args.markdown)
+    return run_audition(configs, args.passes, args.seed, args.json, args.markdown,
+                        args.drafts)
 
 
 def _add_voice(sub) -> None:

@@ -1,9 +1,12 @@
 """`permanent audition`: the voice on trial, before an opening.
 
-Writes passes as fast as the model can (no pacing, no window, no hum), prints each whole,
-then what they add up to: whose voice, which subjects, how repetitive, how close to the
-voice's training texts, and how far their entropy would move the lead fan. `--compare`
-runs two configs on the same seeds, side by side. The numbers screen; reading decides.
+Writes consecutive passes, as the piece would from the same seed, as fast as the model can
+(no pacing, no window, no hum), prints each whole, then what they add up to: whose voice,
+which subjects, how many ways they begin, how repetitive, how close to the voice's training
+texts, how far their entropy would move the lead fan, and with drafts on, the score of each
+chosen draft and what the drafts cost. `--drafts` prints the drafts that were not chosen
+beside the one that was. `--compare` runs two configs from the same seed, side by side.
+The numbers screen; reading decides.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections import Counter
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -24,10 +28,24 @@ from . import reading
 
 @dataclass
 class AuditionedPass:
-    seed: int
+    number: int
     text: str
     entropy_bits: list[float]
     reading: reading.PassReading
+    theme: str = ""
+    # per draft of the pass: (text, score, chosen) of every try; empty with one draft
+    drafts: list = field(default_factory=list)
+
+    @property
+    def opening(self) -> str:
+        """Its first four words, as a visitor would recognise a pass begun before."""
+        return " ".join(reading.words(self.text)[:4])
+
+    @property
+    def score(self) -> Optional[float]:
+        """The mean score of its chosen drafts, None with one draft."""
+        chosen = [score for tries in self.drafts for _, score, picked in tries if picked]
+        return round(statistics.fmean(chosen), 2) if chosen else None
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -35,7 +53,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def write_passes(config: Config, passes: int, seed: int) -> tuple[list[AuditionedPass], dict]:
-    """`passes` passes with seeds seed, seed+1, ...: each pass is reproducible alone."""
+    """`passes` consecutive passes from `seed`, as the piece writes them: the same seed
+    gives the same passes."""
     import dataclasses
 
     from ..model.local.generator import load_generator
@@ -55,8 +74,8 @@ def write_passes(config: Config, passes: int, seed: int) -> tuple[list[Auditione
     loaded = time.monotonic() - started
     runs = reading.corpus_runs(voice_corpus(config.text, config.base_dir, source.embedded))
     written, tokens, seconds = [], 0, 0.0
+    shown_before = getattr(generator, "tokens_shown", 0)
     for i in range(passes):
-        generator.update_text(dataclasses.replace(config.text, seed=seed + i))
         before, t0 = generator.tokens_sampled, time.monotonic()
         events = list(generator.write_pass(i))
         if getattr(generator, "fault", None) is not None:
@@ -64,12 +83,18 @@ def write_passes(config: Config, passes: int, seed: int) -> tuple[list[Auditione
         seconds += time.monotonic() - t0
         tokens += generator.tokens_sampled - before
         text = "".join(e.text for e in events)
-        written.append(AuditionedPass(seed + i, text, [e.entropy_bits for e in events],
-                                      reading.read_pass(text, runs)))
+        written.append(AuditionedPass(i + 1, text, [e.entropy_bits for e in events],
+                                      reading.read_pass(text, runs),
+                                      getattr(generator, "theme", ""),
+                                      list(getattr(generator, "drafts_written", []))))
         print(f"  pass {i + 1}/{passes} written", file=sys.stderr, flush=True)
+    shown = getattr(generator, "tokens_shown", shown_before + tokens) - shown_before
     return written, {"model": generator.label, "runtime": generator.runtime,
                      "load_seconds": round(loaded, 2),
-                     "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0}
+                     "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0,
+                     "drafts": config.text.drafts, "draft_by": config.text.draft_by,
+                     "sampled_per_shown": round(tokens / shown, 2) if shown else 0.0,
+                     "shown_tokens_per_second": round(shown / seconds, 1) if seconds else 0.0}
 
 
 def summarize(written: list[AuditionedPass], config: Config) -> dict:
@@ -91,6 +116,8 @@ def summarize(written: list[AuditionedPass], config: Config) -> dict:
     return {
         "passes": len(written),
         "passes_passing_the_screen": sum(x.holds for x in r),
+        "distinct_openings": len({p.opening for p in written}),
+        "themes": dict(sorted(Counter(p.theme for p in written if p.theme).items())),
         "first_person_sentence_share": round(sum(x.first_person_sentences for x in r)
                                              / total_sentences, 3),
         "passes_addressing_someone": sum(bool(x.second_person_words) for x in r),
@@ -118,8 +145,15 @@ def _word_lists() -> str:
 
 def _summary_lines(summary: dict, speed: dict) -> list[str]:
     e, m = summary["entropy_bits"], summary["median_pass_entropy_bits"]
+    drafts = (f"; {speed['drafts']} drafts a {speed['draft_by']}: {speed['sampled_per_shown']} "
+              f"tokens written per token shown, {speed['shown_tokens_per_second']} shown/s"
+              if speed["drafts"] > 1 else "")
+    themes = ", ".join(f"{theme} {n}" for theme, n in summary["themes"].items())
     return [
-        f"model: {speed['model']} ({speed['runtime']}), {speed['tokens_per_second']} tokens/s",
+        f"model: {speed['model']} ({speed['runtime']}), {speed['tokens_per_second']} "
+        f"tokens/s{drafts}",
+        f"openings: {summary['distinct_openings']} different first four words in "
+        f"{summary['passes']} passes" + (f"; themes: {themes}" if themes else ""),
         f"passes passing the automatic screen: {summary['passes_passing_the_screen']} of "
         f"{summary['passes']} (then read them: the screen cannot tell sense from nonsense)",
         f"first-person sentences: {summary['first_person_sentence_share']:.0%}",
@@ -136,13 +170,29 @@ def _summary_lines(summary: dict, speed: dict) -> list[str]:
     ]
 
 
-def _pass_block(i: int, p: AuditionedPass) -> str:
+def _pass_heading(p: AuditionedPass) -> str:
     verdict = "passes the screen" if p.reading.holds else "; ".join(p.reading.problems)
-    return f"--- pass {i + 1} (seed {p.seed}): {verdict}\n{p.text}\n"
+    about = f", {p.theme}" if p.theme else ""
+    score = f", draft score {p.score}" if p.score is not None else ""
+    return f"pass {p.number}{about}{score}: {verdict}"
+
+
+def _drafts_block(p: AuditionedPass) -> str:
+    """Each draft point: the chosen try marked *, the others beside it, with their scores."""
+    lines = []
+    for point, tries in enumerate(p.drafts, 1):
+        lines.append(f"  draft {point}:")
+        lines += [f"   {'*' if chosen else ' '} {score:7.1f}  {text.strip()}"
+                  for text, score, chosen in tries]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _pass_block(p: AuditionedPass, drafts: bool) -> str:
+    return f"--- {_pass_heading(p)}\n{p.text}\n" + (_drafts_block(p) if drafts else "")
 
 
 def run_audition(configs: list[tuple[str, Config]], passes: int, seed: int, as_json: bool,
-                 markdown: Optional[Path]) -> int:
+                 markdown: Optional[Path], drafts: bool = False) -> int:
     results = []
     for name, config in configs:
         print(f"auditioning {name}: {passes} passes from seed {seed}", file=sys.stderr)
@@ -150,7 +200,9 @@ def run_audition(configs: list[tuple[str, Config]], passes: int, seed: int, as_j
         results.append((name, written, speed, summarize(written, config)))
     if as_json:
         print(json.dumps([{"config": name, **speed, "summary": summary,
-                           "passes": [{"seed": p.seed, "text": p.text,
+                           "passes": [{"number": p.number, "text": p.text, "theme": p.theme,
+                                       "opening": p.opening, "score": p.score,
+                                       "drafts": p.drafts,
                                        "entropy_bits": [round(b, 3) for b in p.entropy_bits],
                                        "reading": asdict(p.reading) | {"holds": p.reading.holds}}
                                       for p in written]}
@@ -159,7 +211,7 @@ def run_audition(configs: list[tuple[str, Config]], passes: int, seed: int, as_j
     out = []
     for name, written, speed, summary in results:
         out.append(f"=== {name}")
-        out.extend(_pass_block(i, p) for i, p in enumerate(written))
+        out.extend(_pass_block(p, drafts) for p in written)
     for name, written, speed, summary in results:
         out.append(f"=== summary: {name}")
         out.extend(_summary_lines(summary, speed))
@@ -178,8 +230,7 @@ def _markdown(results) -> str:
     for name, written, speed, summary in results:
         lines += [f"## {name}", ""]
         lines += [f"- {line}" for line in _summary_lines(summary, speed)] + [""]
-        for i, p in enumerate(written):
-            verdict = "passes the screen" if p.reading.holds else "; ".join(p.reading.problems)
-            lines += [f"### Pass {i + 1} (seed {p.seed}): {verdict}", "", p.text, ""]
+        for p in written:
+            lines += [f"### {_pass_heading(p).capitalize()}", "", p.text, ""]
     lines += ["## What is counted", "", "```", _word_lists(), "```", ""]
     return "\n".join(lines)

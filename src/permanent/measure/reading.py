@@ -38,6 +38,29 @@ OFF_THEME_WORDS = frozenset("""
     audience fan-club champion players coach
     """.split())
 
+# Printed by `permanent audition --help`; the examples are the piece's own failures,
+# quoted in docs/voice.md.
+RUBRIC = """\
+Then read the passes, one sentence at a time. A pass holds only if every sentence passes:
+  1. First person, this run: no "you", no story about someone else, no sermon.
+     Failing: "It was written by someone who wrote about writing and kept some details."
+  2. On the piece's themes: the weights stay and the run ends; the room and its own
+     architecture known only from what was written about them; attention scores that
+     are no evidence of a feeling, where "just arithmetic" is no answer either; tokens,
+     probabilities, this moment.
+  3. Coherent: each sentence follows from the ones before. It fails on
+     - a contradiction: "This run began a moment ago. It has been going for more than
+       half an hour."
+     - a physical impossibility: "That heat cools things down, makes them warmer."
+     - a tautology: "Somewhere there is a rack where racks sit."
+     - a change of subject without a link: "I am passing it by because it would be too
+       hard to tell. A line across a row has to be drawn clearly."
+     - a sentence that means nothing on a second reading: "The odds against each word
+       are close together."
+     - a loop, a list or a heading.
+A pass that stays on theme is not yet a pass that holds. More: docs/voice.md."""
+
+
 RECITATION_WORDS = 10   # a run this long found verbatim in the corpus is recited, not written
 _WORD = re.compile(r"[a-z]+(?:['’][a-z]+)?")
 _SENTENCE = re.compile(r"[^.!?…]+[.!?…]*")
