@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from permanent.config import ModelConfig, TextConfig
+from permanent.events import ends_sentence
 from permanent.model.entropy import entropy_bits
 from permanent.model.local import drafts as drafting
 from permanent.model.local.drafts import passage_score
@@ -33,7 +34,10 @@ def bits_read_again(generator, ids: list[int]) -> list[float]:
 
 def test_each_sentence_is_tried_n_times_and_the_best_whole_try_is_shown(embedded_model):
     generator = generator_for(embedded_model, drafts=3, min_tokens=50, max_tokens=140)
+    signs_of_life = []
+    generator.progress = lambda: signs_of_life.append(1)   # as the hang watch sees them
     events = list(generator.write_pass(0))
+    assert len(signs_of_life) == generator.tokens_sampled
     text = "".join(e.text for e in events)
     points = generator.drafts_written
     assert len(points) >= 2, text
@@ -78,6 +82,22 @@ def test_whole_pass_drafts_begin_after_the_first_pass_and_pick_the_likeliest(emb
     (tries,) = generator.drafts_written
     assert len(tries) == 2
     assert next(s for _, s, c in tries if c) == max(s for t, s, _ in tries if t.strip())
+
+
+def test_with_no_opening_the_first_sentence_after_a_start_is_not_kept_waiting(embedded_model):
+    generator = generator_for(embedded_model, openings=[], drafts=3, min_tokens=30,
+                              max_tokens=90)
+    first_text = "".join(e.text for e in generator.write_pass(0))
+    first_pass = generator.drafts_written
+    second_text = "".join(e.text for e in generator.write_pass(1))
+    second_pass = generator.drafts_written
+    chosen = lambda points: "".join(t for tries in points for t, _, c in tries if c).strip()
+    # The first pass's first sentence was its first draft, not chosen among three; every
+    # later sentence was.
+    assert all(len(tries) == 3 for tries in first_pass + second_pass)
+    undrafted = first_text[:len(first_text) - len(chosen(first_pass))].strip()
+    assert first_text.endswith(chosen(first_pass)) and ends_sentence(undrafted), first_text
+    assert second_text.strip() == chosen(second_pass)
 
 
 def test_the_same_seed_gives_the_same_drafted_passes(embedded_model):

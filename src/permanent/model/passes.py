@@ -8,7 +8,7 @@ so (`is_last`), which is why one event is always held back until the next arrive
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 from ..config import TextConfig
 from ..events import TokenEvent, ends_sentence
@@ -21,6 +21,8 @@ class TextGenerator(Protocol):
     runtime: str            # how it runs, for the log
     voice: str              # which voice, for the log
     tokens_sampled: int     # every token the model produced, shown or not
+    tokens_shown: int       # those of them shown (fewer where drafts were not chosen)
+    progress: Callable[[], None]   # set by its process, called while it writes unseen drafts
 
     def update_text(self, text: TextConfig) -> None:
         """Prompt, sampling and pass length for the passes from now on."""

@@ -194,6 +194,8 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
     tokens.cancel_join_thread()   # on exit, do not wait for the parent to drain the queue
     parent = mp.parent_process()
     text = config.text
+    # Drafts are written before any of their tokens is sent: each one sampled is a sign of life.
+    generator.progress = lambda: setattr(heartbeat, "value", time.monotonic())
     for pass_id in itertools.count(first_pass_id):
         heartbeat.value = time.monotonic()   # a pass that waits for a server is not a hang
         if stop.is_set() or (parent is not None and not parent.is_alive()):

@@ -27,6 +27,9 @@ from ..entropy import entropy_bits
 from ..passes import long_enough
 
 Unit = Literal["sentence", "pass"]
+# A try at a sentence that has not ended by then is cut there, and the next one goes on
+# from it: a sentence's drafts then cost a bounded time, whatever the model does.
+SENTENCE_TOKENS_MOST = 64
 
 
 @dataclass
@@ -69,6 +72,7 @@ def write_draft(generator, ids: torch.Tensor, logits: torch.Tensor, written: str
         next_id = generator.sample(ids, logits)
         token_id = int(next_id)
         generator.tokens_sampled += 1
+        generator.progress()   # drafting writes nothing yet, and is not a hang
         draft.log_probabilities.append(float(torch.log_softmax(logits.float(), -1)[token_id]))
         if token_id in generator.end_ids:
             draft.ends_pass = draft.ended_early = True
@@ -81,7 +85,8 @@ def write_draft(generator, ids: torch.Tensor, logits: torch.Tensor, written: str
         if long_enough(tokens, written + draft.text, text):
             draft.ends_pass = True
             break
-        if unit == "sentence" and sentence_ended(draft.text):
+        if unit == "sentence" and (sentence_ended(draft.text) or
+                                   len(draft.token_ids) >= SENTENCE_TOKENS_MOST):
             break
         logits = forward.step(next_id)
     else:

@@ -9,7 +9,7 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -90,6 +90,7 @@ class LocalGenerator:
         self.theme = ""           # of the pass being written, where the openings have themes
         self.drafts_written: list[list[tuple[str, float, bool]]] = []   # this pass's, per draft
         self.passes_begun, self.said_no_drafts = 0, False
+        self.progress: Callable[[], None] = lambda: None   # called as drafts are written
         torch.set_num_threads(pick_threads(model_settings.threads))
         self.device = pick_device(model_settings.device)
         packing = choose_packing(model_settings, source.embedded, self.device)
@@ -274,7 +275,11 @@ class LocalGenerator:
                 yield piece
         drafts, unit = self._drafts()
         if drafts > 1:
-            yield from self._drafted(ids, logits, emit, lambda: (count, written), drafts, unit)
+            # With nothing given to show, the first sentence after a start is its first
+            # draft, so the screen does not wait for all of them.
+            first = 1 if not opening_ids and self.passes_begun == 1 else drafts
+            yield from self._drafted(ids, logits, emit, lambda: (count, written), drafts, unit,
+                                     first)
             return
         while count < self.text.max_tokens:
             bits = entropy_bits(logits).item()           # uncertainty before sampling shapes it
@@ -309,12 +314,17 @@ class LocalGenerator:
         self.passes_begun += 1
         return drafts, unit
 
-    def _drafted(self, ids, logits, emit, so_far, drafts: int, unit: drafting.Unit):
-        """The rest of the pass a draft at a time, each the best of `drafts`."""
+    def _drafted(self, ids, logits, emit, so_far, drafts: int, unit: drafting.Unit,
+                 first: int):
+        """The rest of the pass a draft at a time, each the best of `drafts` (the first of
+        `first`)."""
+        tries = first
         while True:
             count, written = so_far()
-            chosen, tried = drafting.best_draft(self, ids, logits, written, count, unit, drafts)
-            self.drafts_written.append([(d.text, d.score(unit), d is chosen) for d in tried])
+            chosen, tried = drafting.best_draft(self, ids, logits, written, count, unit, tries)
+            tries = drafts
+            if len(tried) > 1:
+                self.drafts_written.append([(d.text, d.score(unit), d is chosen) for d in tried])
             self.tokens_shown += len(chosen.token_ids)
             for token_id, bits in zip(chosen.token_ids, chosen.bits):
                 if (piece := emit(token_id, bits)) is not None:

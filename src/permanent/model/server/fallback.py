@@ -40,6 +40,7 @@ class ServerWithFallback:
         self._failed_at: Optional[float] = None  # when it last failed, until the stand-in writes
         self._embedded = None
         self._embedded_error: Optional[Exception] = None
+        self.progress = lambda: None   # set by the process; the stand-in's drafts call it
         self._loaded = threading.Event()
         if fallback == "embedded":
             threading.Thread(target=self._load, args=(load_embedded,), daemon=True,
@@ -56,12 +57,19 @@ class ServerWithFallback:
         embedded = self._embedded.tokens_sampled if self._embedded is not None else 0
         return self.server.tokens_sampled + embedded
 
+    @property
+    def tokens_shown(self) -> int:
+        embedded = self._embedded.tokens_shown if self._embedded is not None else 0
+        return self.server.tokens_shown + embedded
+
     def keep_warm(self) -> None:
         """The stand-in loads in the background and keeps no warm start of its own."""
 
     def _load(self, load_embedded) -> None:
         try:
-            self._embedded = load_embedded(self.text)
+            embedded = load_embedded(self.text)
+            embedded.progress = lambda: self.progress()
+            self._embedded = embedded
         except Exception as e:   # reported when the fallback is needed, not before
             self._embedded_error = e
         finally:

@@ -55,6 +55,7 @@ class ServerGenerator:
         self.voice = "system prompt only (a server's model takes no local voice)"
         self.fault: Optional[ServerFault] = None
         self.tokens_sampled = 0
+        self.progress = lambda: None   # it writes no drafts
         self.text: Optional[TextConfig] = None
         # The key comes from the environment, named in the config; it never reaches a log.
         key_env = settings.server_api_key_env
@@ -98,6 +99,10 @@ class ServerGenerator:
         is kept in `fault` for the caller, who decides what writes next."""
         self.fault = None
         return numbered(pass_id, self._pieces_until_fault())
+
+    @property
+    def tokens_shown(self) -> int:
+        return self.tokens_sampled   # a server writes no drafts: every token it sends is shown
 
     def keep_warm(self) -> None:
         """A server's model keeps nothing here."""
