@@ -31,6 +31,16 @@ def test_generator_is_measured_against_plain_generate(tiny_config):
     assert row["generate_tokens_per_second"] > 0
     assert row["ratio_to_generate"] == pytest.approx(
         row["tokens_per_second"] / row["generate_tokens_per_second"], rel=0.05)
+    assert row["drafts"] == 1 and row["tokens_written_per_token_shown"] <= 1.05
+
+
+def test_the_bench_shows_what_drafts_cost(tiny_config):
+    drafted = dataclasses.replace(tiny_config, text=dataclasses.replace(
+        tiny_config.text, drafts=3))
+    row = measure_generator(drafted, passes=2)
+    assert row["drafts"] == 3 and row["tokens_written_per_token_shown"] > 1.5
+    assert row["shown_tokens_per_second"] == pytest.approx(
+        row["tokens_per_second"] / row["tokens_written_per_token_shown"], rel=0.05)
 
 
 def test_the_anchor_runs_llama_cpp_and_the_loop_in_turns():

@@ -45,7 +45,7 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
     sum(1 for _ in generator.write_pass(0))   # warm-up
     generator.prefill_openings()
     generator.keep_warm()   # so the warm launch below starts as a gallery's second start does
-    generator.tokens_sampled = 0
+    generator.tokens_sampled = generator.tokens_shown = 0
     seconds = cpu = 0.0
     for pass_id in range(1, passes + 1):
         wall, process = time.monotonic(), time.process_time()
@@ -76,7 +76,12 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
             "tokens": tokens, "tokens_per_second": round(streaming, 1),
             "generate_tokens_per_second": round(generate, 1),
             "ratio_to_generate": round(streaming / generate, 2),
-            "cpu_seconds_per_token": round(cpu / tokens, 4)}
+            "cpu_seconds_per_token": round(cpu / tokens, 4),
+            # What drafts cost: the pacing needs shown tokens, the model writes them all.
+            "drafts": text.drafts, "draft_by": text.draft_by,
+            "shown_tokens_per_second": round(generator.tokens_shown / seconds, 1),
+            "tokens_written_per_token_shown": round(tokens / max(1, generator.tokens_shown), 2),
+            "pacing_tokens_per_second": config.pacing.tokens_per_second}
 
 
 @dataclass(frozen=True)
@@ -447,6 +452,11 @@ def _print_results(results: dict, config: Config) -> None:
           f"model.generate() on the same weights {g['generate_tokens_per_second']} "
           f"tokens/s; ratio "
           f"{g['ratio_to_generate']}; {g['cpu_seconds_per_token']} CPU s per token")
+    if g["drafts"] > 1:
+        print(f"  drafts            {g['drafts']} a {g['draft_by']}: "
+              f"{g['tokens_written_per_token_shown']} tokens written per token shown, so "
+              f"{g['shown_tokens_per_second']} shown tokens/s against the pacing's "
+              f"{g['pacing_tokens_per_second']}")
     print(f"  display           {d['size']} full page, model generating: frame p50 "
           f"{d['p50_ms']} ms, p99 {d['p99_ms']} ms, max {d['max_ms']} ms ({d['frames']} frames)")
     print(f"  fan tone          {h['blade_pass_hz_at_1_bit']} Hz at 1 bit -> "
