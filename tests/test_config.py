@@ -68,6 +68,10 @@ def test_values_are_read(tmp_path):
     ("display:\n  quit_chord: ctrl+shift\n", 2, "display.quit_chord", "end it with a key"),
     ("pacing: 3\n", 1, "pacing", "expected a section of keys"),
     ("hum:\n  volume: 0.5\n  volume: 0.6\n", 3, "hum.volume", "appears twice"),
+    ("text:\n  temperature: .nan\n", 2, "text.temperature", "must be a number (got nan)"),
+    ("text:\n  drafts: 9\n", 2, "text.drafts", "at most 8"),
+    ("text:\n  draft_by: word\n", 2, "text.draft_by", "sentence"),
+    ("text:\n  openings: ['', ' ']\n", 2, "text.openings", "write []"),
 ])
 def test_bad_values_name_the_key_and_line(text, line, key, words):
     with pytest.raises(ConfigError) as caught:

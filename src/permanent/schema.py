@@ -259,9 +259,11 @@ def _check_bounds(field, value, node, path, source):
     meta = field.metadata
     if value is None or not isinstance(value, (int, float)) or isinstance(value, bool):
         return
-    checks = [("ge", value >= meta.get("ge", value), "at least"),
+    if value != value:   # NaN: no bound holds, and none fails either
+        raise _fail(node, path, source, f"must be a number (got {value}).{_range_hint(meta)}")
+    checks = [("ge", "ge" not in meta or value >= meta["ge"], "at least"),
               ("gt", "gt" not in meta or value > meta["gt"], "greater than"),
-              ("le", value <= meta.get("le", value), "at most"),
+              ("le", "le" not in meta or value <= meta["le"], "at most"),
               ("lt", "lt" not in meta or value < meta["lt"], "less than")]
     for name, ok, words in checks:
         if not ok:
