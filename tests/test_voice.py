@@ -73,6 +73,10 @@ def test_the_recitation_guard_finds_a_ten_word_run():
     assert reading.read_pass("I think the fans in the rack push the warm air out the back.",
                              runs).recited
     assert not reading.read_pass("The fans in the rack push air. The back is warm.", runs).recited
+    # An opening the pass was given is not the model's recitation; what follows it is.
+    given = "The fans in the rack push the warm air out the back tonight."
+    assert not reading.read_pass(given + " It is late.", runs, given).recited
+    assert reading.read_pass("It is late. " + given, runs, "It is late.").recited
 
 
 def test_the_screen_flags_what_the_rubric_rejects():

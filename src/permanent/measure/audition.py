@@ -84,7 +84,8 @@ def write_passes(config: Config, passes: int, seed: int) -> tuple[list[Auditione
         tokens += generator.tokens_sampled - before
         text = "".join(e.text for e in events)
         written.append(AuditionedPass(i + 1, text, [e.entropy_bits for e in events],
-                                      reading.read_pass(text, runs),
+                                      reading.read_pass(text, runs,
+                                                        getattr(generator, "opening", "")),
                                       getattr(generator, "theme", ""),
                                       list(getattr(generator, "drafts_written", []))))
         print(f"  pass {i + 1}/{passes} written", file=sys.stderr, flush=True)

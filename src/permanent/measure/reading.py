@@ -98,8 +98,11 @@ class PassReading:
         return not self.problems
 
 
-def read_pass(text: str, corpus_runs: frozenset = frozenset()) -> PassReading:
+def read_pass(text: str, corpus_runs: frozenset = frozenset(), given: str = "") -> PassReading:
+    """`given`: the opening the pass was begun with, which the model did not write, so
+    it cannot have recited it."""
     tokens = words(text)
+    written = words(text[len(given):]) if given and text.startswith(given) else tokens
     said = sentences(text)
     first = sum(1 for s in said if FIRST_PERSON & set(words(s)) or SELF.search(s.lower()))
     second = sum(1 for w in tokens if w in SECOND_PERSON)
@@ -108,7 +111,7 @@ def read_pass(text: str, corpus_runs: frozenset = frozenset()) -> PassReading:
     off = [w for w in tokens if w in OFF_THEME_WORDS]
     grams = list(ngrams(tokens, 4))
     repeated = len(grams) - len(set(grams))
-    recited = any(g in corpus_runs for g in ngrams(tokens, RECITATION_WORDS))
+    recited = any(g in corpus_runs for g in ngrams(written, RECITATION_WORDS))
     problems = []
     if second:
         problems.append("addresses someone")

@@ -88,6 +88,7 @@ class LocalGenerator:
         self.tokens_sampled = 0   # every token the model produced, shown or not
         self.tokens_shown = 0     # those of them that were shown: fewer with drafts
         self.theme = ""           # of the pass being written, where the openings have themes
+        self.opening = ""         # the sentence it was begun with, given, not written
         self.drafts_written: list[list[tuple[str, float, bool]]] = []   # this pass's, per draft
         self.passes_begun, self.said_no_drafts = 0, False
         self.progress: Callable[[], None] = lambda: None   # called as drafts are written
@@ -248,6 +249,7 @@ class LocalGenerator:
     @torch.inference_mode()
     def _pieces(self) -> Iterator[tuple[str, float]]:
         self.theme, opening = self.openings.next()
+        self.opening = opening
         self.drafts_written = []
         ids, opening_ids, logits = self._prefill(opening)
         decoder = IncrementalDecoder(self.tokenizer)
