@@ -40,6 +40,7 @@ from .rate_limited_log import RateLimitedLog
 
 log = logging.getLogger("permanent.status")
 PAGE = Path(__file__).with_name("status_page.html")
+LOOK_SECONDS = 0.1         # how soon the listening thread notices it is to stop
 KEEPALIVE_SECONDS = 15.0   # an idle event stream says so this often, to see a gone client
 
 
@@ -133,9 +134,9 @@ class StatusServer:
                         "it. Choose a free status.port, or stop what holds this one.",
                         settings.address, settings.port, e.strerror or e)
             return None
-        for target, name in ((self._server.serve_forever, "permanent-status"),
-                             (self._reap, "permanent-status-reaper")):
-            threading.Thread(target=target, name=name, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(LOOK_SECONDS,),
+                         name="permanent-status", daemon=True).start()
+        threading.Thread(target=self._reap, name="permanent-status-reaper", daemon=True).start()
         log.info("status page on http://%s:%d/%s", settings.address, self.port,
                  " (token needed)" if self.needs_token else "")
         return self
@@ -160,7 +161,7 @@ class StatusServer:
         while self._server is not None:
             server = self._server
             server.close_overdue(time.monotonic())
-            time.sleep(0.25)
+            time.sleep(0.25)   # a deadline is seconds long: a quarter's lateness is fine
 
     def allowed(self, headers, query: dict) -> bool:
         if not self.needs_token:
