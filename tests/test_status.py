@@ -261,3 +261,25 @@ def test_off_loopback_a_token_is_needed_and_a_taken_port_is_no_stop(embedded_mod
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 2, result.stderr
     assert "status.token_env: names PIECE_TOKEN, which is not set" in result.stderr
+
+
+def test_check_reports_whether_the_ports_can_be_bound(tmp_path):
+    from conftest import run_cli
+
+    status_port, osc_port = free_tcp_port(), free_tcp_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"status:\n  enabled: true\n  port: {status_port}\n"
+                      f"osc:\n  listen: 127.0.0.1:{osc_port}\n")
+    result = run_cli("check", "--config", str(config))
+    assert f"status page on 127.0.0.1:{status_port} (TCP): can be bound" in result.stdout
+    assert f"OSC in on 127.0.0.1:{osc_port} (UDP): can be bound" in result.stdout
+    with socket.socket() as squatter, socket.socket(type=socket.SOCK_DGRAM) as udp:
+        squatter.bind(("127.0.0.1", status_port))
+        squatter.listen()
+        udp.bind(("127.0.0.1", osc_port))
+        result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f"status page on 127.0.0.1:{status_port} (TCP): cannot be bound (Address already "
+            "in use)") in result.stdout
+    assert f"OSC in on 127.0.0.1:{osc_port} (UDP): cannot be bound" in result.stdout
+    assert "line 3: status.port" in result.stdout

@@ -138,8 +138,18 @@ def cmd_check(args) -> int:
     server_ok = True
     if config.model.server_url:
         server_ok = _check_server(config)
+    ports_ok = _check_ports(config)
     _print_devices(config)
-    return 0 if (source.cached or source.embedded) and server_ok else 1
+    return 0 if (source.cached or source.embedded) and server_ok and ports_ok else 1
+
+
+def _check_ports(config) -> bool:
+    from .remote.ports import port_report
+
+    report = port_report(config)
+    for number, (_, line) in enumerate(report):
+        print(f"{'ports:  ' if number == 0 else '        '} {line}")
+    return all(fine for fine, _ in report)
 
 
 def _check_server(config) -> bool:
