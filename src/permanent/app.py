@@ -335,7 +335,9 @@ class Piece:
             time.sleep(self._stall_seconds)
         self._view.draw(self._screen, now, self._conductor.opacity, writing and not self._held)
         self._pygame.display.flip()
-        self._gallery.frame_drawn(now, time.monotonic())
+        drawn = time.monotonic()
+        self._gallery.frame_drawn(now, drawn)
+        self._timings.frame_made(drawn - now)
         if self._frames == 0:
             log.info("first frame drawn, %s", self._since_launch(time.monotonic()))
             self._timings.write("first_frame", time.monotonic())
