@@ -230,7 +230,7 @@ def test_off_loopback_a_token_is_needed_and_a_taken_port_is_no_stop(embedded_mod
     try:
         piece.wait_for(r"status page on http://0\.0\.0\.0:\d+/ \(token needed\)")
         base = f"http://127.0.0.1:{port}"
-        for path in ("/", "/health", "/metrics", "/events", "/thumbnail.png"):
+        for path in ("/", "/health", "/metrics", "/events", "/thumbnail.jpg"):
             assert get(base + path)[0] == 401, path
             assert get(base + path, token="wrong")[0] == 401, path
         assert get(f"{base}/metrics", token=token)[0] == 200

@@ -98,7 +98,7 @@ class _Gallery:
     def _pictures(self):
         while not self._stop.wait(self.thumbnail_seconds):
             try:
-                urllib.request.urlopen(self._url("/thumbnail.png"), timeout=5).read()
+                urllib.request.urlopen(self._url("/thumbnail.jpg"), timeout=5).read()
                 self.pictures += 1
             except OSError:
                 pass

@@ -170,7 +170,7 @@ class GalleryLink:
 
     def close(self) -> None:
         """Stop listening without waiting for it: the listeners' threads each end at
-        their next look (a tenth of a second), while the hum fades."""
+        their next look (within half a second), while the piece goes on closing."""
         self._osc_out.close()
         listeners = [x for x in (self._osc_in, self._status) if x is not None]
         self._osc_in = self._status = None

@@ -101,7 +101,7 @@ class OscIn:
                             {"address_family": family, "max_packet_size": MAX_DATAGRAM})
         self._server = server_class((host, port), Handler)   # OSError when taken
         self.address = self._server.server_address
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.5,),
                                         name="permanent-osc-in", daemon=True)
 
     def start(self) -> "OscIn":
