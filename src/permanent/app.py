@@ -110,6 +110,7 @@ class Piece:
                 self._draw(now)
                 self._tell_the_gallery(now)
                 self._stop_when_duration_reached(now)
+                self._time_the_frame(now)
                 clock.tick(self.config.display.fps)
             log.info("stopping (%s)", self._stop_reason)
         finally:
@@ -335,9 +336,7 @@ class Piece:
             time.sleep(self._stall_seconds)
         self._view.draw(self._screen, now, self._conductor.opacity, writing and not self._held)
         self._pygame.display.flip()
-        drawn = time.monotonic()
-        self._gallery.frame_drawn(now, drawn)
-        self._timings.frame_made(drawn - now)
+        self._gallery.frame_drawn(time.monotonic())
         if self._frames == 0:
             log.info("first frame drawn, %s", self._since_launch(time.monotonic()))
             self._timings.write("first_frame", time.monotonic())
@@ -376,6 +375,12 @@ class Piece:
     def _stop_when_duration_reached(self, now: float) -> None:
         if self.duration is not None and now - self.launched >= self.duration:
             self.request_stop("duration reached")
+
+    def _time_the_frame(self, began: float) -> None:
+        """All this frame's work, from reading input to here (the clock's wait is not)."""
+        seconds = time.monotonic() - began
+        self._gallery.frame_made(seconds)
+        self._timings.frame_made(seconds)
 
     def _close(self, previous_handlers: dict) -> None:
         """The room fades while the model is ended; then the archive, the window, signals."""

@@ -127,9 +127,11 @@ class GalleryLink:
     def hours(self, opened: bool) -> None:
         self._osc_out.send("/permanent/hours", "open" if opened else "closed")
 
-    def frame_drawn(self, started: float, drawn: float) -> None:
-        self.state.frame_drawn(drawn)
-        self.metrics.frame_seconds.observe(drawn - started)
+    def frame_drawn(self, at: float) -> None:
+        self.state.frame_drawn(at)
+
+    def frame_made(self, seconds: float) -> None:
+        self.metrics.frame_seconds.observe(seconds)
 
     def thumbnail_due(self, now: float) -> bool:
         if self._status is None or now < self._next_thumbnail:
