@@ -147,6 +147,8 @@ osc:
             # /permanent/volume: the room gets quieter, glided.
             loud_from = time.monotonic() - recorded
             time.sleep(2.0)
+            levels = {params[1] for params in receiver.of("/permanent/fan", since=heard_before)}
+            assert levels == {0.5}, levels   # the bad volumes changed nothing
             send(listen, osc_message("/permanent/volume", 0.05))
             quiet_from = time.monotonic() - recorded + 1.0   # after the glide, with margin
             time.sleep(3.0)
