@@ -144,7 +144,14 @@ osc:
             assert piece.count(r"ignored: /permanent/volume 7\.0 is out of range") == 1
             assert piece.count(r"OSC from 127\.0\.0\.1: ") == 0   # none obeyed
 
-            # /permanent/volume: the room gets quieter, glided.
+            # /permanent/hold: the writing stops, the hum goes on, its fans settling to
+            # idle; then /permanent/volume makes the room quieter, glided (measured while
+            # held, so that the fans' pitch is the same on both sides of the change).
+            send(listen, osc_message("/permanent/hold"))
+            piece.wait_for(r"OSC from 127\.0\.0\.1: hold")
+            time.sleep(0.5)   # a token already in flight may land
+            held = time.monotonic()
+            time.sleep(3.5)   # the fans most of the way to idle (spin-down 2 s)
             loud_from = time.monotonic() - recorded
             time.sleep(2.0)
             levels = {params[1] for params in receiver.of("/permanent/fan", since=heard_before)}
@@ -152,13 +159,6 @@ osc:
             send(listen, osc_message("/permanent/volume", 0.05))
             quiet_from = time.monotonic() - recorded + 1.0   # after the glide, with margin
             time.sleep(3.0)
-
-            # /permanent/hold: the writing stops, the hum goes on; /resume: it goes on.
-            send(listen, osc_message("/permanent/hold"))
-            piece.wait_for(r"OSC from 127\.0\.0\.1: hold")
-            time.sleep(0.5)   # a token already in flight may land
-            held = time.monotonic()
-            time.sleep(2.0)
             assert receiver.of("/permanent/token", since=held) == []
             send(listen, osc_message("/permanent/resume"))
             resumed = time.monotonic()
@@ -179,6 +179,7 @@ osc:
             assert faded_in < 1.0
             piece.wait_for(rf"pass {cut + 1} ended", timeout=30)
             assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
+            recording_ended = time.monotonic()
     finally:
         if piece is not None:
             piece.kill()
@@ -206,6 +207,10 @@ osc:
 
     samples, rate = read_wav(wav)
     signal = mono(samples)
+    # parec starts recording a moment (a second or two on a busy machine) after it is
+    # started, and ends at once: so the recording's clock is set from its end.
+    late = (recording_ended - recorded) - len(signal) / rate
+    loud_from, quiet_from = loud_from - late, quiet_from - late
     loud = rms(window(signal, rate, loud_from, loud_from + 2.0))
     quiet = rms(window(signal, rate, quiet_from, quiet_from + 2.0))
     print(f"hum level before /permanent/volume 0.05: {loud:.4f} rms, after: {quiet:.4f}")
