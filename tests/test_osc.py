@@ -3,7 +3,6 @@ the piece's moments, and real senders cue it (and fail to)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -12,7 +11,7 @@ import pytest
 from pythonosc.osc_message import OscMessage
 
 from permanent.measure.audio_analysis import mono, read_wav, rms, window
-from permanent.remote.osc_out import osc_message
+from permanent.remote.osc_out import OscOut, osc_message
 from permanent.remote.osc_in import Rejected, command_of
 
 from conftest import every_line_parses, recording_the_hum
@@ -102,6 +101,29 @@ def test_cues_are_validated_before_they_become_commands():
         with pytest.raises(Rejected) as caught:
             command_of(address, params, "a")
         assert caught.value.kind == kind, (address, params)
+
+
+def test_osc_out_keeps_to_its_rate_and_never_waits_for_a_receiver():
+    receiver = Receiver()
+    clock = [100.0]
+    nobody = free_udp_port()   # nothing listens there
+    out = OscOut([f"127.0.0.1:{receiver.port}", f"127.0.0.1:{nobody}"], 10,
+                 clock=lambda: clock[0])
+    try:
+        started = time.monotonic()
+        for i in range(50):
+            out.send("/permanent/token", 1, i, "word", 2.5, 440.0)
+        clock[0] += 0.5   # half a second later, five more may go
+        for i in range(50, 60):
+            out.send("/permanent/token", 1, i, "word", 2.5, 440.0)
+        assert time.monotonic() - started < 0.5
+        time.sleep(0.5)
+        indexes = [params[1] for params in receiver.of("/permanent/token")]
+        assert indexes == list(range(10)) + list(range(50, 55))
+        assert out.dropped >= 45
+    finally:
+        out.close()
+        receiver.close()
 
 
 @pytest.mark.slow

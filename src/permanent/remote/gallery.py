@@ -18,6 +18,7 @@ from .rate_limited_log import RateLimitedLog
 from .status_server import StatusServer
 
 log = logging.getLogger("permanent.remote")
+MAX_OSC_TEXT_CHARS = 8000
 
 
 class LastError(logging.Handler):
@@ -68,7 +69,7 @@ class GalleryLink:
         self._next_thumbnail = launched
         self._restarts = {"hum": 0, "model": 0}
         self._dropouts = 0
-        self.passes = 0   # written to their end
+        self.passes = 0   # ended, cut short or not
         self._pass_text: list[str] = []
 
     def open(self) -> "GalleryLink":
@@ -87,14 +88,6 @@ class GalleryLink:
                                         status_token(config), self._notes).start()
         return self
 
-    @property
-    def status_port(self) -> Optional[int]:
-        return self._status.port if self._status else None
-
-    @property
-    def wants_thumbnail(self) -> bool:
-        return self._status is not None
-
     # What the piece did.
 
     def token_shown(self, pass_id: int, index: int, text: str, bits: float, fan_hz: float,
@@ -112,7 +105,9 @@ class GalleryLink:
             self.state.last_token_at = now
 
     def pass_ended(self, pass_id: int) -> None:
-        self._osc_out.send("/permanent/pass/end", pass_id, "".join(self._pass_text))
+        # A pass is a few hundred tokens; a UDP datagram holds at most 64 KiB.
+        text = "".join(self._pass_text)[:MAX_OSC_TEXT_CHARS]
+        self._osc_out.send("/permanent/pass/end", pass_id, text)
         self._pass_text = []
         self.passes += 1
         self.metrics.passes.inc()

@@ -88,7 +88,6 @@ class OscIn:
         self.commands: queue.Queue[Command] = queue.Queue(maxsize=self.QUEUE_SIZE)
         self._allowed = set(allow_from)
         self._notes = notes
-        self.accepted = self.rejected = 0
         host, port = parse_endpoint(listen)
         family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
         owner = self
@@ -123,11 +122,9 @@ class OscIn:
                     continue
                 try:
                     self.commands.put_nowait(command)
-                    self.accepted += 1
                 except queue.Full:
                     raise Rejected("busy", "cues arrive faster than the piece takes them")
         except Rejected as e:
-            self.rejected += 1
             self._notes.note(e.kind, f"OSC from {sender} ignored: {e}")
 
     def _commands_in(self, data: bytes, sender: str) -> list:

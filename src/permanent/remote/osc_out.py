@@ -18,6 +18,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from ..config import parse_endpoint
 
 log = logging.getLogger("permanent.osc")
+SAY_DROPS_EVERY_SECONDS = 60.0
 
 
 def osc_message(address: str, *args) -> bytes:
@@ -57,7 +58,8 @@ class OscOut:
         self._bucket = TokenBucket(max_per_second, clock())
         self._sockets: dict[int, socket.socket] = {}
         self._targets = []
-        self.sent = self.dropped = 0
+        self.dropped = 0   # over the rate, or refused by the network
+        self._said_at: float = float("-inf")   # when the log last said messages were dropped
         for target in targets:
             # Names are resolved once, here, before the loop starts: a lookup can wait.
             host, port = parse_endpoint(target)
@@ -78,22 +80,23 @@ class OscOut:
         if self._targets:
             log.info("OSC out to %s", ", ".join(targets))
 
-    @property
-    def active(self) -> bool:
-        return bool(self._targets)
-
     def send(self, address: str, *args) -> None:
         if not self._targets:
             return
-        if not self._bucket.take(self._clock()):
+        now = self._clock()
+        if not self._bucket.take(now):
             self.dropped += 1
+            if now - self._said_at > SAY_DROPS_EVERY_SECONDS:
+                self._said_at = now
+                log.warning("OSC out: more than %.0f messages a second; the rest are dropped "
+                            "(osc.max_messages_per_second), %d so far", self._bucket.rate,
+                            self.dropped)
             return
         args = tuple(0.0 if isinstance(a, float) and not math.isfinite(a) else a for a in args)
         data = osc_message(address, *args)
         for sock, target in self._targets:
             try:
                 sock.sendto(data, target)
-                self.sent += 1
             except OSError:   # would block, refused (no receiver yet), network down: gone
                 self.dropped += 1
 

@@ -55,12 +55,10 @@ class _Server(ThreadingHTTPServer):
         self._streams = threading.BoundedSemaphore(max(1, settings.max_clients // 2))
         self._deadlines: dict[socket.socket, float] = {}
         self._deadlines_lock = threading.Lock()
-        self.refused = self.failed = 0
         super().__init__(address, handler)
 
     def process_request(self, request, client_address):
         if not self._slots.acquire(blocking=False):
-            self.refused += 1
             self.shutdown_request(request)   # full: closed at once, nothing queued
             return
         self.watch(request, time.monotonic() + self.settings.request_seconds)
@@ -104,7 +102,6 @@ class _Server(ThreadingHTTPServer):
         self._streams.release()
 
     def handle_error(self, request, client_address):
-        self.failed += 1
         self.notes.note("request failed", f"status: a request from {client_address[0]} "
                         "failed; the piece goes on", level=logging.DEBUG)
 
@@ -144,11 +141,6 @@ class StatusServer:
     @property
     def port(self) -> int:
         return self._server.server_address[1] if self._server else self.settings.port
-
-    @property
-    def counts(self) -> dict:
-        server = self._server
-        return {"refused": server.refused, "failed": server.failed} if server else {}
 
     def close(self) -> None:
         if self._server is not None:
