@@ -353,24 +353,27 @@ class Piece:
         from .remote.piece_state import Vitals
 
         model, hum = self._model, self._hum
-        model_alive = model.process.is_alive()
-        if model.given_up or model.restart_pending or not model_alive:
-            state, waiting_for = "down", ""
-        elif not model.ever_ready:
-            state, waiting_for = "loading", ""
-        elif not self._hours.open or self._held:
-            state, waiting_for = "waiting", "closed hours" if not self._hours.open else "hold"
-        else:
-            state, waiting_for = "writing", ""
+        state, waiting_for = self._model_state()
         gallery.each_second(now, Vitals(
             model=state, waiting_for=waiting_for,
-            processes={"hum": hum.process.is_alive(), "model": model_alive},
+            processes={"hum": hum.process.is_alive(), "model": model.process.is_alive()},
             restarts={"hum": hum.restarts, "model": model.restarts},
             hours="open" if self._hours.open else "closed", held=self._held,
             passes=gallery.passes, tokens=self._shown,
             fan_hz=self._preset.lead_blade_pass_hz(self._fan.rpm_at(now)),
             hum_level=0.0 if hum.process.silent else hum.volume,
             hum_sound_at=hum.sound_at()), hum.dropouts)
+
+    def _model_state(self) -> tuple[str, str]:
+        """writing, waiting (and for what), loading, or down: what /health says of it."""
+        model = self._model
+        if model.given_up or model.restart_pending or not model.process.is_alive():
+            return "down", ""
+        if not model.ever_ready:
+            return "loading", ""
+        if not self._hours.open:
+            return "waiting", "closed hours"
+        return ("waiting", "hold") if self._held else ("writing", "")
 
     def _stop_when_duration_reached(self, now: float) -> None:
         if self.duration is not None and now - self.launched >= self.duration:

@@ -372,7 +372,9 @@ class Config:
                                     fade_in_seconds=min(self.hum.fade_in_seconds,
                                                         saver.fade_in_seconds),
                                     fade_out_seconds=saver.fade_out_seconds),
-            care=dataclasses.replace(self.care, watch_config=False))
+            care=dataclasses.replace(self.care, watch_config=False),
+            # A desktop's screensaver, not a gallery's piece: it listens on no port.
+            osc=OscConfig(), status=dataclasses.replace(self.status, enabled=False))
 
 
 def load_config(path: Path | str) -> Config:
