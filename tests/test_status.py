@@ -213,6 +213,15 @@ def test_health_metrics_the_page_and_bad_requests_on_a_running_piece(
         assert sample(metrics(base), "permanent_tokens_shown") > sample(
             first, "permanent_tokens_shown")
         assert piece.process.poll() is None
+
+        # The hum's process killed: a dropout, a restart, and the hum alive again.
+        hum_pid = int(piece.wait_for(r"hum process (\d+), model process")[1])
+        os.kill(hum_pid, signal.SIGKILL)
+        until(lambda: sample(metrics(base), "permanent_process_restarts", process="hum") == 1,
+              15, step=0.2)
+        assert sample(metrics(base), "permanent_hum_dropouts") == 1
+        until(lambda: json.loads(get(f"{base}/health")[1])["processes"]["hum"]["alive"], 10)
+        assert json.loads(get(f"{base}/health")[1])["processes"]["hum"]["restarts"] == 1
         assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
     finally:
         if browser is not None:
