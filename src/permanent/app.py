@@ -214,8 +214,6 @@ class Piece:
         """The cues OSC brought, already validated on the listening thread."""
         cues = []
         while (command := self._gallery.take()) is not None:
-            log.info("OSC from %s: %s%s", command.sender, command.kind,
-                     f" {command.value:.3f}" if command.kind == "volume" else "")
             if command.kind == "volume":
                 self._volume = command.value
                 if self._hours.open:

@@ -163,7 +163,13 @@ class GalleryLink:
     # What the gallery asks.
 
     def take(self) -> Optional[Command]:
-        return self._osc_in.take() if self._osc_in is not None else None
+        """The next cue to obey; each kind is logged once a while (a fader sends many)."""
+        command = self._osc_in.take() if self._osc_in is not None else None
+        if command is not None:
+            value = f" {command.value:.3f}" if command.kind == "volume" else ""
+            self._notes.note(f"obeyed {command.kind}",
+                             f"OSC from {command.sender}: {command.kind}{value}", logging.INFO)
+        return command
 
     def close(self) -> None:
         """Stop listening without waiting for it: the listeners' threads each end at
