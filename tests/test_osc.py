@@ -103,6 +103,14 @@ def test_cues_are_validated_before_they_become_commands():
         assert caught.value.kind == kind, (address, params)
 
 
+def test_senders_are_compared_as_plain_addresses():
+    from permanent.remote.osc_in import plain_address
+
+    assert plain_address("::ffff:192.168.1.30") == "192.168.1.30"
+    assert plain_address("0:0:0:0:0:0:0:1") == "::1"
+    assert plain_address("192.168.1.30") == "192.168.1.30"
+
+
 def test_osc_out_keeps_to_its_rate_and_never_waits_for_a_receiver():
     receiver = Receiver()
     clock = [100.0]

@@ -17,6 +17,7 @@ press and 0 on release, and the release is ignored).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import queue
@@ -79,6 +80,16 @@ def command_of(address: str, params: Sequence, sender: str) -> Optional[Command]
                    "(volume, hold, resume, next)")
 
 
+def plain_address(sender: str) -> str:
+    """An IPv4 sender as written in allow_from, also when a socket bound to :: reports it
+    as ::ffff:192.168.1.30."""
+    try:
+        address = ipaddress.ip_address(sender)
+    except ValueError:
+        return sender
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
 class OscIn:
     """Listens on `listen` ("host:port") in a thread; `commands` holds what to obey."""
 
@@ -86,7 +97,7 @@ class OscIn:
 
     def __init__(self, listen: str, allow_from: Sequence[str], notes: RateLimitedLog):
         self.commands: queue.Queue[Command] = queue.Queue(maxsize=self.QUEUE_SIZE)
-        self._allowed = set(allow_from)
+        self._allowed = {plain_address(a) for a in allow_from}
         self._notes = notes
         host, port = parse_endpoint(listen)
         family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
@@ -94,7 +105,7 @@ class OscIn:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
-                owner._heard(self.request[0], self.client_address[0])
+                owner._heard(self.request[0], plain_address(self.client_address[0]))
 
         server_class = type("OscServer", (socketserver.UDPServer,),
                             {"address_family": family, "max_packet_size": MAX_DATAGRAM})
