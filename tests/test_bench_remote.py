@@ -16,6 +16,8 @@ def test_the_bench_measures_the_piece_with_its_gallery_tools_off_and_on(
     for launch in (off, on):
         assert launch["frames"] > 100 and launch["frame_p99_ms"] > 0, launch
         assert 0 < launch["cpu_share_of_one_core"] < 1.0, launch
+        assert 0 < launch["main_thread_share"] <= launch["cpu_share_of_one_core"] + 0.01
+        assert 0 <= launch["other_threads_share"] < 0.5, launch
     assert on["osc_messages"] >= 4, on       # the fan each second, and tokens
     assert on["page_events"] >= 4, on        # the page, its vitals, the fan each second
     assert on["pictures"] >= 2, on

@@ -145,8 +145,16 @@ def _one_launch(config_path: Optional[Path], on: bool, seconds: float,
             time.sleep(SETTLE_SECONDS)
             main = psutil.Process(piece.pid)
             before, started = sum(main.cpu_times()[:2]), time.monotonic()
+            threads_before = _thread_seconds(main)
             time.sleep(seconds)
             used, wall = sum(main.cpu_times()[:2]) - before, time.monotonic() - started
+            threads_after = _thread_seconds(main)
+            # The main thread's own share, against the other threads' (the listeners; and
+            # multiprocessing's queue feeders in both modes). A thread that ended within
+            # the window (a request's) is counted only in the process's total.
+            main_thread = threads_after.get(piece.pid, 0.0) - threads_before.get(piece.pid, 0.0)
+            others = sum(t - threads_before.get(i, 0.0) for i, t in threads_after.items()
+                         if i != piece.pid)
             piece.send_signal(signal.SIGTERM)
             piece.wait(timeout=30)
         finally:
@@ -156,8 +164,14 @@ def _one_launch(config_path: Optional[Path], on: bool, seconds: float,
             seen = gallery.stop() if gallery else {}
         frames = first_event(read_timings(timings), "frames") or {}
     return {"on": on, "cpu_share_of_one_core": round(used / wall, 4),
+            "main_thread_share": round(main_thread / wall, 4),
+            "other_threads_share": round(others / wall, 4),
             "frames": frames.get("count"), "frame_p50_ms": frames.get("p50_ms"),
             "frame_p99_ms": frames.get("p99_ms"), "frame_max_ms": frames.get("max_ms"), **seen}
+
+
+def _thread_seconds(process: psutil.Process) -> dict:
+    return {t.id: t.user_time + t.system_time for t in process.threads()}
 
 
 def measure_remote(config_path: Optional[Path], seconds: float = 30.0, rounds: int = 2,
@@ -169,7 +183,10 @@ def measure_remote(config_path: Optional[Path], seconds: float = 30.0, rounds: i
     share = {on: statistics.median(r["cpu_share_of_one_core"] for r in launches
                                    if r["on"] is on) for on in (False, True)}
     worst_p99 = max(r["frame_p99_ms"] or 0.0 for r in launches if r["on"])
+    others = {on: statistics.median(r["other_threads_share"] for r in launches
+                                    if r["on"] is on) for on in (False, True)}
     return {"seconds_measured": seconds, "rounds": rounds, "launches": launches,
+            "extra_in_other_threads": round(others[True] - others[False], 4),
             "cpu_off": round(share[False], 4), "cpu_on": round(share[True], 4),
             "extra_cpu_share_of_one_core": round(share[True] - share[False], 4),
             "frame_p99_ms_on": worst_p99,
@@ -182,11 +199,14 @@ def print_remote(r: dict) -> None:
                 f"page events, {launch['pictures']} pictures, {launch['cues']} cues sent"
                 if launch["on"] else "")
         print(f"  {'on ' if launch['on'] else 'off'}  main process "
-              f"{100 * launch['cpu_share_of_one_core']:.2f} % of a core; frames "
+              f"{100 * launch['cpu_share_of_one_core']:.2f} % of a core (main thread "
+              f"{100 * launch['main_thread_share']:.2f}, other threads "
+              f"{100 * launch['other_threads_share']:.2f}); frames "
               f"p50 {launch['frame_p50_ms']} ms, p99 {launch['frame_p99_ms']} ms, max "
               f"{launch['frame_max_ms']} ms ({launch['frames']} frames){seen}")
     print(f"  extra CPU with OSC and the status page on: "
           f"{100 * r['extra_cpu_share_of_one_core']:+.2f} % of one core (median of "
-          f"{r['rounds']} launches each, {r['seconds_measured']:.0f} s measured in each); "
+          f"{r['rounds']} launches each, {r['seconds_measured']:.0f} s measured in each; "
+          f"{100 * r['extra_in_other_threads']:+.2f} % of it in threads of their own); "
           f"frame p99 with them on {r['frame_p99_ms_on']} ms; targets (2 %, 8 ms) "
           f"{'met' if r['within_targets'] else 'NOT met'}")
