@@ -118,6 +118,7 @@ OWN_AND_FOREIGN = [
     (["bench", "soak", "--seconds", "5", "--no-hog"], ["--tokens", "5"]),
     (["bench", "entropy", "--tokens", "5", "--top-k", "3", "--seed", "1"], ["--clients", "1"]),
     (["bench", "server", "--clients", "1,2", "--seconds", "5"], ["--no-hog"]),
+    (["bench", "remote", "--seconds", "5", "--rounds", "1"], ["--clients", "1"]),
 ]
 
 

@@ -12,7 +12,7 @@ SHIPPED = REPO / "config.yaml"
 def test_shipped_config_is_the_defaults():
     loaded = load_config(SHIPPED)
     defaults = Config()
-    for section in ("model", "text", "pacing", "display", "hum", "audio"):
+    for section in ("model", "text", "pacing", "display", "hum", "audio", "osc", "status"):
         assert getattr(loaded, section) == getattr(defaults, section), section
 
 
@@ -72,6 +72,14 @@ def test_values_are_read(tmp_path):
     ("text:\n  drafts: 9\n", 2, "text.drafts", "at most 8"),
     ("text:\n  draft_by: word\n", 2, "text.draft_by", "sentence"),
     ("text:\n  openings: ['', ' ']\n", 2, "text.openings", "write []"),
+    ("osc:\n  send_to: [\"desk:9000\", desk]\n", 2, "osc.send_to", "is not host:port"),
+    ("osc:\n  listen: 0.0.0.0:70000\n", 2, "osc.listen", "a port from 1 to 65535"),
+    ("osc:\n  allow_from: [lighting-desk]\n", 2, "osc.allow_from", "is not an IP address"),
+    ("osc:\n  max_messages_per_second: 0\n", 2, "osc.max_messages_per_second", "greater than 0"),
+    ("status:\n  enabled: true\n  address: 0.0.0.0\n", 3, "status.address",
+     "set status.token_env"),
+    ("status:\n  token_env: 3f9a-secret\n", 2, "status.token_env", "never the token itself"),
+    ("status:\n  port: 0\n", 2, "status.port", "at least 1"),
 ])
 def test_bad_values_name_the_key_and_line(text, line, key, words):
     with pytest.raises(ConfigError) as caught:
@@ -144,3 +152,17 @@ def test_missing_config_file_is_named(tmp_path):
     done = run_cli("check", "--config", str(tmp_path / "nope.yaml"))
     assert done.returncode == 2
     assert "nope.yaml: no such file" in done.stderr
+
+
+def test_osc_and_status_are_read(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text('osc:\n  send_to: ["192.168.1.20:9000", "[::1]:9001"]\n'
+                    '  listen: "0.0.0.0:9002"\n  allow_from: [192.168.1.30, "::1"]\n'
+                    "status:\n  enabled: true\n  address: 0.0.0.0\n  port: 9100\n"
+                    "  token_env: PERMANENT_STATUS_TOKEN\n")
+    config = load_config(path)
+    assert config.osc.send_to == ["192.168.1.20:9000", "[::1]:9001"]
+    assert config.osc.listen == "0.0.0.0:9002"
+    assert config.status.port == 9100 and config.status.token_env == "PERMANENT_STATUS_TOKEN"
+    assert Config().osc.send_to == [] and Config().osc.listen is None
+    assert not Config().status.enabled and Config().status.address == "127.0.0.1"

@@ -6,14 +6,15 @@ from pathlib import Path
 import permanent
 
 PACKAGE = Path(permanent.__file__).parent
-ROLES = ("room", "model", "screen", "care", "measure")
+ROLES = ("room", "model", "screen", "care", "remote", "measure")
 TOP_SHARED = {"config", "events", "errors", "schema", "lifecycle"}   # what roles may use
 # Roles meet only through the shared modules above; measure, like the app, may use any role.
 FORBIDDEN = {
-    "room": {"model", "screen", "care", "measure", "app", "cli", "render"},
-    "model": {"room", "screen", "care", "measure", "app", "cli", "render"},
-    "screen": {"room", "model", "care", "measure", "app", "cli", "render"},
-    "care": {"room", "model", "screen", "measure", "app", "cli", "render"},
+    "room": {"model", "screen", "care", "remote", "measure", "app", "cli", "render"},
+    "model": {"room", "screen", "care", "remote", "measure", "app", "cli", "render"},
+    "screen": {"room", "model", "care", "remote", "measure", "app", "cli", "render"},
+    "care": {"room", "model", "screen", "remote", "measure", "app", "cli", "render"},
+    "remote": {"room", "model", "screen", "care", "measure", "app", "cli", "render"},
     "measure": {"app", "cli"},
 }
 

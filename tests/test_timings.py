@@ -43,3 +43,18 @@ def test_a_file_it_cannot_write_stops_the_events_not_the_piece(tmp_path):
     timings.write("first_frame", 1.0)
     timings.write("first_token", 2.0)
     assert timings.path is None
+
+
+def test_frames_from_the_first_token_on_are_summed_up_at_close(tmp_path):
+    path = tmp_path / "timings.jsonl"
+    timings = Timings.from_environment(launched=100.0, environ={ENVIRONMENT: str(path)})
+    timings.frame_made(0.5)   # while loading: not counted
+    timings.token_shown(101.0)
+    for i in range(100):
+        timings.frame_made(0.001 * (i + 1))   # 1 ms to 100 ms
+    timings.write("stopped", 120.0)
+    timings.close()
+    frames = read_timings(path)[-1]
+    assert frames["event"] == "frames" and frames["count"] == 100
+    assert frames["p50_ms"] == 51.0 and frames["p99_ms"] == 100.0
+    assert frames["max_ms"] == 100.0 and frames["after_launch_s"] == 20.0

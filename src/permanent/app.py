@@ -3,7 +3,7 @@
 The main thread belongs to pygame. Each frame it reads input and the children's news,
 asks the Conductor what is due, tells the hum about the token now on screen, and draws.
 Around that loop: opening hours, edits to config.yaml, the archive of finished passes,
-and systemd's watchdog.
+systemd's watchdog, and the gallery's own tools (OSC out and in, the status page).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import logging
 import multiprocessing as mp
+import os
 import queue
 import random
 import signal
@@ -47,7 +48,14 @@ def check_sound_and_model(config: Config):
     source = at_key("model.name", lambda: resolve(config.model, config.base_dir))
     at_key("text.voice", lambda: resolve_voice(config.text.voice, config.base_dir,
                                                 source.embedded))
+    from .remote.gallery import status_token
+    status_token(config)   # a token the page needs must be there before anything starts
     return source
+
+
+# A test's hook: with this variable set to seconds, SIGUSR1 makes the next draw step
+# stand still that long (how a test sees /health notice a screen that stopped drawing).
+STALL_ENVIRONMENT = "PERMANENT_TEST_STALL_SECONDS"
 
 
 class Piece:
@@ -84,7 +92,7 @@ class Piece:
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         self._notifier = SystemdNotifier()
         self._hum = HumSupervisor(self.config, self._status).start()   # the room first
-        self._model = self._archive = None
+        self._model = self._archive = self._gallery = None
         try:
             self._open()
             clock = self._pygame.time.Clock()
@@ -95,11 +103,14 @@ class Piece:
                 self._read_news(now)
                 self._take_config_edits(now)
                 cues = self._keep_hours(now)
+                cues += self._obey_the_gallery(now)
                 cues += self._advance(now)
                 at_boundary = self._act_on(cues, now)
                 self._apply_settings_if_due(at_boundary)
                 self._draw(now)
+                self._tell_the_gallery(now)
                 self._stop_when_duration_reached(now)
+                self._time_the_frame(now)
                 clock.tick(self.config.display.fps)
             log.info("stopping (%s)", self._stop_reason)
         finally:
@@ -122,6 +133,9 @@ class Piece:
         from .care.archive import PassArchive, default_path
         from .care.config_watch import ConfigWatcher
         from .care.hours import OpeningHours
+        from .remote.gallery import GalleryLink
+        from .render import FanTrack
+        from .room.preset import load_preset
         from .screen.display import PageView, open_screen, pygame
 
         self._pygame = pygame
@@ -145,6 +159,16 @@ class Piece:
         self._on_screen: list = []               # the shown pass's tokens, for the archive
         self._closed_pass: Optional[int] = None  # cut off by closing time: not resumed
         self._shown = self._frames = 0
+        self._preset = load_preset(config.hum.preset, config.base_dir)
+        self._fan = FanTrack(self._preset.rpm.idle, config.hum.spin_up_seconds,
+                             config.hum.spin_down_seconds)   # the lead fan, as the hum moves it
+        self._held = False             # /permanent/hold: no new tokens, the hum goes on
+        self._volume = config.hum.volume   # the open hours' level, which OSC may change
+        self._gallery = GalleryLink(config, self.launched).open()
+        self._stall_seconds = float(os.environ.get(STALL_ENVIRONMENT, 0) or 0)
+        self._stall_asked = False
+        if self._stall_seconds:
+            signal.signal(signal.SIGUSR1, lambda *_: setattr(self, "_stall_asked", True))
         self._notifier.ready()
         log.info("window open, %s; hum process %s, model process %s",
                  self._since_launch(time.monotonic()), self._hum.pid, self._model.process.pid)
@@ -184,16 +208,34 @@ class Piece:
         if opened is None:
             return []
         self._open_or_close(opened)
-        if opened:
-            return []
-        # Closing: the page fades at once; the rest of its pass is dropped, not archived.
+        return [] if opened else self._cut_short(now)
+
+    def _obey_the_gallery(self, now: float) -> list:
+        """The cues OSC brought, already validated on the listening thread."""
+        cues = []
+        while (command := self._gallery.take()) is not None:
+            if command.kind == "volume":
+                self._volume = command.value
+                if self._hours.open:
+                    self._hum.set_volume(command.value, self.config.osc.volume_glide_seconds)
+            elif command.kind in ("hold", "resume"):
+                self._held = command.kind == "hold"
+                if self._held:
+                    self._hum.idle()   # the fans settle while nothing is written
+            elif command.kind == "next" and self._conductor.pass_id is not None:
+                cues += self._cut_short(now)
+        return cues
+
+    def _cut_short(self, now: float) -> list:
+        """The page fades at once; the rest of its pass is dropped, not archived."""
         self._closed_pass = self._conductor.pass_id
         self._on_screen = []
         return self._conductor.interrupt(now)
 
     def _advance(self, now: float) -> list:
         """The conductor's cues for this frame: tokens due, a pass ending, a fade."""
-        cues = self._conductor.tick(now, self._take if self._hours.open else lambda: None)
+        writing = self._hours.open and not self._held
+        cues = self._conductor.tick(now, self._take if writing else lambda: None)
         if self._model.pass_interrupted():
             cues += self._conductor.interrupt(now)
         return cues
@@ -207,6 +249,8 @@ class Piece:
 
     def _act_on(self, cues: list, now: float) -> bool:
         """Show, sound and archive what the cues say; True at a pass boundary."""
+        if any(cue.kind == "fade" for cue in cues):   # the page needs no action: the gallery may
+            self._gallery.faded(self._conductor.pass_id)
         return perform(cues, self, now)
 
     # The Stage the cues act on (screen.pacing.perform).
@@ -214,6 +258,10 @@ class Piece:
     def reveal(self, token, due: float, now: float) -> None:
         self._view.append(token.text, now)
         self._hum.show_token(token.entropy_bits)
+        target = self._preset.rpm_for_entropy(token.entropy_bits, self.config.hum)
+        self._fan.aim(due, target)
+        self._gallery.token_shown(token.pass_id, token.index, token.text, token.entropy_bits,
+                                  self._preset.lead_blade_pass_hz(target), now)
         self._on_screen.append(token)
         log.debug("shown %r (%.2f bits)", token.text, token.entropy_bits)
         self._shown += 1
@@ -223,11 +271,14 @@ class Piece:
 
     def pass_ended(self, due: float) -> None:
         self._hum.idle()   # between passes the fans settle
+        self._fan.aim(due, self._preset.rpm.idle)
         log.info("pass %s ended", self._conductor.pass_id)
+        self._gallery.pass_ended(self._conductor.pass_id)
         self._archive_shown_pass()
 
     def cleared(self) -> None:
         self._view.clear()
+        self._gallery.cleared()
 
     def _archive_shown_pass(self) -> None:
         from .care.archive import pass_record
@@ -254,6 +305,13 @@ class Piece:
         self._pending = None
         self._conductor.pacing = new.pacing
         self._hum.apply(new)
+        if new.hum != old.hum:
+            from .room.preset import load_preset
+            self._preset = load_preset(new.hum.preset, new.base_dir)
+            if new.hum.volume != old.hum.volume:
+                self._volume = new.hum.volume   # the edit's level wins over OSC's
+            elif self._hours.open and self._volume != new.hum.volume:
+                self._hum.set_volume(self._volume, 0.1)   # a new room keeps OSC's level
         self._model.apply(new)
         changed = [f.name for f in dataclasses.fields(Config)
                    if f.metadata.get("yaml", True) and getattr(new, f.name) != getattr(old, f.name)]
@@ -269,16 +327,61 @@ class Piece:
         # was given up on (the hum plays alone on a dark page).
         writing = (self._hours.open and self._conductor.phase is Phase.WRITING
                    and not self._model.given_up)
-        self._view.draw(self._screen, now, self._conductor.opacity, writing)
+        if self._stall_asked:
+            self._stall_asked = False
+            log.warning("stalling the draw step for %.1f s (%s)", self._stall_seconds,
+                        STALL_ENVIRONMENT)
+            time.sleep(self._stall_seconds)
+        self._view.draw(self._screen, now, self._conductor.opacity, writing and not self._held)
         self._pygame.display.flip()
+        self._gallery.frame_drawn(time.monotonic())
         if self._frames == 0:
             log.info("first frame drawn, %s", self._since_launch(time.monotonic()))
             self._timings.write("first_frame", time.monotonic())
         self._frames += 1
 
+    def _tell_the_gallery(self, now: float) -> None:
+        """Once a second the vitals; now and then a picture of the frame just drawn."""
+        gallery = self._gallery
+        if gallery.thumbnail_due(now):
+            from .screen.display import thumbnail
+            gallery.thumbnail(*thumbnail(self._screen), now)
+        if not gallery.second_due(now):
+            return
+        from .remote.piece_state import Vitals
+
+        model, hum = self._model, self._hum
+        state, waiting_for = self._model_state()
+        gallery.each_second(now, Vitals(
+            model=state, waiting_for=waiting_for,
+            processes={"hum": hum.process.is_alive(), "model": model.process.is_alive()},
+            restarts={"hum": hum.restarts, "model": model.restarts},
+            hours="open" if self._hours.open else "closed", held=self._held,
+            passes=gallery.passes, tokens=self._shown,
+            fan_hz=self._preset.lead_blade_pass_hz(self._fan.rpm_at(now)),
+            hum_level=0.0 if hum.process.silent else hum.volume,
+            hum_sound_at=hum.sound_at()), hum.dropouts)
+
+    def _model_state(self) -> tuple[str, str]:
+        """writing, waiting (and for what), loading, or down: what /health says of it."""
+        model = self._model
+        if model.given_up or model.restart_pending or not model.process.is_alive():
+            return "down", ""
+        if not model.ever_ready:
+            return "loading", ""
+        if not self._hours.open:
+            return "waiting", "closed hours"
+        return ("waiting", "hold") if self._held else ("writing", "")
+
     def _stop_when_duration_reached(self, now: float) -> None:
         if self.duration is not None and now - self.launched >= self.duration:
             self.request_stop("duration reached")
+
+    def _time_the_frame(self, began: float) -> None:
+        """All this frame's work, from reading input to here (the clock's wait is not)."""
+        seconds = time.monotonic() - began
+        self._gallery.frame_made(seconds)
+        self._timings.frame_made(seconds)
 
     def _close(self, previous_handlers: dict) -> None:
         """The room fades while the model is ended; then the archive, the window, signals."""
@@ -286,6 +389,8 @@ class Piece:
         self._notifier.stopping()
         fade = self.config.hum.fade_out_seconds
         self._hum.begin_stop(fade)
+        if self._gallery is not None:
+            self._gallery.close()   # while the hum fades: no more cues, no more pages
         if self._model is not None:
             self._model.stop()
         model_ended = time.monotonic()
@@ -325,9 +430,10 @@ class Piece:
 
     def _open_or_close(self, opened: bool) -> None:
         hours = self.config.hours
+        self._gallery.hours(opened)
         if opened:
             log.info("opening: the piece returns")
-            self._hum.set_volume(self.config.hum.volume, hours.transition_seconds)
+            self._hum.set_volume(self._volume, hours.transition_seconds)
             self._pygame.display.set_allow_screensaver(False)
         else:
             log.info("closing until %s: text stops, the hum falls to %.2f", hours.opens,

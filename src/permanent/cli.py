@@ -138,8 +138,18 @@ def cmd_check(args) -> int:
     server_ok = True
     if config.model.server_url:
         server_ok = _check_server(config)
+    ports_ok = _check_ports(config)
     _print_devices(config)
-    return 0 if (source.cached or source.embedded) and server_ok else 1
+    return 0 if (source.cached or source.embedded) and server_ok and ports_ok else 1
+
+
+def _check_ports(config) -> bool:
+    from .remote.ports import port_report
+
+    report = port_report(config)
+    for number, (_, line) in enumerate(report):
+        print(f"{'ports:  ' if number == 0 else '        '} {line}")
+    return all(fine for fine, _ in report)
 
 
 def _check_server(config) -> bool:
@@ -200,7 +210,7 @@ def _add_bench(sub) -> None:
     modes = bench.add_subparsers(dest="bench_mode", metavar="MODE",
                                  help="instead of the standard set (each has its own --help)")
     for add in (_add_bench_anchor, _add_bench_shapes, _add_bench_soak, _add_bench_entropy,
-                _add_bench_server):
+                _add_bench_server, _add_bench_remote):
         mode = add(modes)
         mode.set_defaults(func=_refusing_standard_options(bench, mode.get_default("func")))
 
@@ -250,6 +260,30 @@ def cmd_bench_alone(args) -> int:
     from .measure.bench import run_alone
 
     return run_alone(args.bench_mode, _load(args.config), as_json=args.json)
+
+
+def _add_bench_remote(modes) -> argparse.ArgumentParser:
+    remote = _bench_mode(modes, "remote", "the CPU and frame times OSC and the status page "
+                         "add, with one OSC receiver and one page open", cmd_bench_remote)
+    remote.add_argument("--seconds", type=float, default=30.0,
+                        help="measured in each launch, after the first token (default 30)")
+    remote.add_argument("--rounds", type=int, default=2,
+                        help="launches with them off and on, each (default 2)")
+    return remote
+
+
+def cmd_bench_remote(args) -> int:
+    from .measure.bench import report
+    from .measure.remote_load import measure_remote, print_remote
+
+    config = _load(args.config)   # a broken config is reported before the launches
+    path = args.config or (_default_config() if _default_config().is_file() else None)
+    return report(lambda machine: {"machine": machine, "date": time.strftime("%Y-%m-%d"),
+                                   "remote": measure_remote(
+                                       path, args.seconds, args.rounds,
+                                       config.status.thumbnail_seconds)},
+                  lambda results: print_remote(results["remote"]), args.json,
+                  "permanent bench remote")
 
 
 def _add_bench_soak(modes) -> argparse.ArgumentParser:

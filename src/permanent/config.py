@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,6 +269,77 @@ class ScreensaverConfig:
     wake_grace_seconds: float = bounded(0.6, ge=0.0, le=10.0)  # standalone: input ignored at first
 
 
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """'192.168.1.20:9000' or '[::1]:9000' -> (host, port); ValueError naming the fix."""
+    host, colon, port = str(text).rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host.strip() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not host:port, such as 192.168.1.20:9000 "
+                         "(a port from 1 to 65535)")
+    return host, int(port)
+
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach an address bound to `host`."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class OscConfig:
+    send_to: list[str] = field(default_factory=list)  # host:port receivers; empty = no OSC out
+    max_messages_per_second: float = bounded(100.0, gt=0.0, le=10_000.0)  # beyond it, dropped
+    listen: Optional[str] = None           # host:port for OSC in, e.g. 0.0.0.0:9001; null = off
+    allow_from: list[str] = field(default_factory=lambda: ["127.0.0.1"])  # senders obeyed
+    volume_glide_seconds: float = bounded(0.5, ge=0.0, le=60.0)  # /permanent/volume glides this long
+
+    def validate(self):
+        for key, values in (("send_to", self.send_to), ("listen", [self.listen] if self.listen else [])):
+            for value in values:
+                try:
+                    parse_endpoint(value)
+                except ValueError as e:
+                    return key, f"{e}."
+        for sender in self.allow_from:
+            try:
+                ipaddress.ip_address(sender)
+            except ValueError:
+                return "allow_from", (f"{sender!r} is not an IP address; list the senders' "
+                                      "addresses, such as 192.168.1.30.")
+        return None
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    enabled: bool = False                  # the status page, /health and /metrics
+    address: str = "127.0.0.1"             # where it listens; off loopback a token is needed
+    port: int = bounded(8642, ge=1, le=65535)
+    token_env: Optional[str] = None        # the environment variable holding the page's token
+    thumbnail_seconds: float = bounded(5.0, ge=1.0, le=600.0)  # the last frame's picture, at most this often
+    max_clients: int = bounded(8, ge=2, le=64)      # connections served at once; more are closed
+    request_seconds: float = bounded(5.0, ge=0.5, le=60.0)  # the longest a request may take
+
+    def validate(self):
+        if self.token_env is not None and not _ENV_NAME.fullmatch(self.token_env):
+            return "token_env", ("must be the name of an environment variable (such as "
+                                 "PERMANENT_STATUS_TOKEN), never the token itself.")
+        if self.enabled and not is_loopback(self.address) and self.token_env is None:
+            return "address", (f"is {self.address!r}, which other machines can reach: set "
+                               "status.token_env to the environment variable holding a "
+                               "token, or listen on 127.0.0.1.")
+        return None
+
+
 @dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -279,6 +351,8 @@ class Config:
     hours: HoursConfig = field(default_factory=HoursConfig)
     care: CareConfig = field(default_factory=CareConfig)
     screensaver: ScreensaverConfig = field(default_factory=ScreensaverConfig)
+    osc: OscConfig = field(default_factory=OscConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
     # Where relative paths (presets, fonts, model folders) are resolved from.
     base_dir: Path = field(default=Path("."), metadata={"yaml": False})
     source: str = field(default="built-in defaults", metadata={"yaml": False})
@@ -301,7 +375,9 @@ class Config:
                                     fade_in_seconds=min(self.hum.fade_in_seconds,
                                                         saver.fade_in_seconds),
                                     fade_out_seconds=saver.fade_out_seconds),
-            care=dataclasses.replace(self.care, watch_config=False))
+            care=dataclasses.replace(self.care, watch_config=False),
+            # A desktop's screensaver, not a gallery's piece: it listens on no port.
+            osc=OscConfig(), status=dataclasses.replace(self.status, enabled=False))
 
 
 def load_config(path: Path | str) -> Config:

@@ -148,6 +148,7 @@ class Supervisor:
         self._restart_at: Optional[float] = None
         self._quiet = False   # the pending restart is a quiet retry
         self.given_up = False   # the limit was reached: no more restarts until `try_again`
+        self.restarts = 0       # processes started after a crash or hang, for the status page
 
     def start(self):
         self.process.start()
@@ -207,6 +208,7 @@ class Supervisor:
         if now >= self._restart_at:
             self._restart_at = None
             self.process = self._next_process()
+            self.restarts += 1
             self._backoff.running_since(now)
             self._log.log(logging.DEBUG if self._quiet else logging.INFO,
                           "%s process restarted (pid %s)", self.name, self.process.pid)

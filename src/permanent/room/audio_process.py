@@ -52,9 +52,11 @@ class AudioProcess(ChildProcess):
         # Fan targets are thinned to the newest; a volume, a room or a stop is never lost.
         self._outbox = LatestOfEach(self._commands)
         self._reports, self._reports_writer = SPAWN.Pipe(duplex=False)
+        # When the hum's sound last moved (monotonic; 0 before it flows), for /health.
+        self.sound_at = SPAWN.Value("d", 0.0, lock=False)
         super().__init__(_main, "permanent-hum",
                          (config, self._commands, status, logging.getLogger().level,
-                          self._reports_writer, restarted),
+                          self._reports_writer, restarted, self.sound_at),
                          queues=(self._commands,))
         self.silent = not config.audio.enabled
         self.started_at: Optional[float] = None
@@ -160,6 +162,7 @@ class HumSupervisor(Supervisor):
         self._said_silent = False       # the outage's one line
         self._waiting_for_server = False
         self._next_probe = 0.0
+        self.dropouts = 0   # times the room lost the hum's sound (its output went, or it died)
 
     def show_token(self, entropy_bits: float) -> None:
         self.process.show_token(entropy_bits)
@@ -173,6 +176,13 @@ class HumSupervisor(Supervisor):
     def set_volume(self, volume: float, seconds: float = 0.5) -> None:
         self.volume = volume   # remembered, so a restarted hum comes back at this level
         self.process.set_volume(volume, seconds)
+
+    def sound_at(self) -> Optional[float]:
+        """When the hum's sound last moved (monotonic), None while there is none."""
+        process = self.process
+        if process.silent or not process.is_alive() or not process.sound_at.value:
+            return None
+        return process.sound_at.value
 
     def apply(self, config: Config) -> None:
         old, self.config = self.config, config
@@ -221,6 +231,7 @@ class HumSupervisor(Supervisor):
         self._waiting_for_server = cause == SERVER_GONE
         if self._silent_since is None:   # it was playing, or starting for the first time
             self._silent_since = now
+            self.dropouts += 1
             self._said_silent = cause is not None
             what = f"{'stopped' if code == EXIT_STREAM_STOPPED else 'died'} (exit code {code})"
             if cause is not None:
@@ -266,7 +277,7 @@ class HumSupervisor(Supervisor):
 
 
 def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
-          reports, restarted: bool) -> None:
+          reports, restarted: bool, sound_at) -> None:
     # Ctrl+C reaches the whole process group; the parent decides when the hum fades.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     terminated = []
@@ -327,6 +338,8 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
         while leaving and leaving[0][0] < time.monotonic():
             leaving.pop(0)[1].stop()
         heard = flow.observe(server.getCurrentTimeInSamples(), time.monotonic())
+        if flow.flowing:
+            sound_at.value = flow.moved_at
         if heard == "flowing":
             _report(reports, ("playing", where))
         elif heard == "stopped":

@@ -28,7 +28,7 @@ class StreamWatch:
         self._started = now
         self._first: Optional[int] = None    # the count at the first reading
         self._last: Optional[int] = None
-        self._moved_at = now                 # when the count last advanced
+        self.moved_at = now                  # when the count last advanced
         self.flowing = False
         self.stopped = False
 
@@ -40,7 +40,7 @@ class StreamWatch:
         if self._first is None:
             self._first = samples
         if samples != self._last:   # only change counts: a count that wraps is no loss
-            self._last, self._moved_at = samples, now
+            self._last, self.moved_at = samples, now
         if not self.flowing:
             if samples - self._first >= self._flowing_after:
                 self.flowing = True
@@ -49,7 +49,7 @@ class StreamWatch:
                 self.stopped = True
                 return "stopped"
             return None
-        if now - self._moved_at > self.STALL_SECONDS:
+        if now - self.moved_at > self.STALL_SECONDS:
             self.stopped = True
             return "stopped"
         return None

@@ -213,3 +213,18 @@ class PageView:
         caret.fill(self.settings.text_colour)
         caret.set_alpha(round(alpha * (0.33 + 0.33 * breath)))
         surface.blit(caret, (min(x, self.area.right - width), round(y)))   # top to baseline
+
+
+THUMBNAIL_WIDTH = 320   # pixels: a phone's status page, not a copy of the screen
+
+
+def thumbnail(surface, width: int = THUMBNAIL_WIDTH) -> tuple[bytes, tuple[int, int]]:
+    """A small picture of the frame just drawn, as RGB bytes and its size. Scaled in two
+    steps (a cheap halving, then a smooth one) to keep the frame's time low; encoding it
+    is left to whoever shows it."""
+    w, h = surface.get_size()
+    size = (width, max(1, round(h * width / w)))
+    if w > 2 * width:
+        surface = pygame.transform.scale(surface, (2 * width, 2 * size[1]))
+    small = pygame.transform.smoothscale(surface, size)
+    return pygame.image.tobytes(small, "RGB"), size
