@@ -220,6 +220,19 @@ class AudioConfig:
     device: Union[int, str] = "default"   # "default", an index or a name from `permanent devices`
     sample_rate: Literal[44100, 48000, 96000] = 48000
     buffer_size: int = bounded(2048, ge=32, le=16384)  # frames per buffer; larger is safer
+    channels: Literal[2, 4, 6, 8] = 2      # speakers: a stereo pair, or a ring of 4, 6 or 8
+    # The speaker (from 1) the lead fan sounds from, or between two (2.5); None: the preset's.
+    lead_speaker: Optional[float] = bounded(None, ge=1.0, le=9.0)
+
+    def validate(self):
+        if self.lead_speaker is not None:
+            # A pair is a line from 1 to 2; a ring closes, so past the last is towards 1.
+            last = 2.0 if self.channels == 2 else self.channels + 0.5
+            if self.lead_speaker > last:
+                return "lead_speaker", (f"is {self.lead_speaker}, but with channels: "
+                                        f"{self.channels} the speakers are 1 to "
+                                        f"{self.channels}; use a value from 1 to {last:g}.")
+        return None
 
 
 @dataclass(frozen=True)

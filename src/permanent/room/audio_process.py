@@ -293,7 +293,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
     from .stream_watch import StreamWatch
 
     audio = config.audio
-    hum = Hum(preset, config.hum).start()
+    hum = Hum(preset, config.hum, audio.channels, audio.lead_speaker).start()
     leaving = []   # rooms fading out after a change, dropped once silent
     if not restarted:   # a restarted hum's return is the supervisor's to tell
         status.put(Status("audio", "playing", where, time.monotonic()))
@@ -316,7 +316,8 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
         elif name == "room":
             hum.fade_out(value.hum.fade_in_seconds)
             leaving.append((time.monotonic() + value.hum.fade_in_seconds + 0.1, hum))
-            hum = Hum(load_preset(value.hum.preset, value.base_dir), value.hum).start()
+            hum = Hum(load_preset(value.hum.preset, value.base_dir), value.hum,
+                      audio.channels, audio.lead_speaker).start()
         elif name == "stop":
             # Logged, as is the close below: a stop that overruns its wait then shows
             # whether the word came late or the close was slow.
@@ -367,7 +368,7 @@ def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: st
     pyo = import_pyo()
     audio = config.audio
     with quiet_stderr():
-        server = pyo.Server(sr=audio.sample_rate, nchnls=2, buffersize=audio.buffer_size,
+        server = pyo.Server(sr=audio.sample_rate, nchnls=audio.channels, buffersize=audio.buffer_size,
                             duplex=0, audio="portaudio", winhost="default")
         server.setOutputDevice(device.index)
         server.deactivateMidi()   # the hum listens to nothing
