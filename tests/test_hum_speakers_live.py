@@ -1,0 +1,160 @@
+"""The hum on four speakers, through a real sound server: a 4-channel PulseAudio null
+sink, recorded with parec, read channel by channel."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from permanent.config import Config
+from permanent.lifecycle import SPAWN
+from permanent.measure.audio_analysis import band_correlations, read_wav, rms, tone_level_db
+from permanent.measure.audio_soak import dropouts, largest_step
+from permanent.room.audio_process import HumSupervisor
+from permanent.room.preset import load_preset
+from permanent.room.speakers import nearest_speaker, opposite_speaker, ring_shares
+
+from conftest import private_pulse, recording_the_hum
+
+pytestmark = pytest.mark.slow
+
+CHANNELS = 4
+LOW_BITS, HIGH_BITS = 1.0, 7.0
+PLATEAU = 4.0                  # s at each entropy: the fans settle in under 2
+NOISE_BAND = (1500.0, 8000.0)  # above every fan's harmonics: the air alone
+
+
+@pytest.fixture(scope="module")
+def quad_pulse(tmp_path_factory):
+    env = private_pulse(tmp_path_factory.mktemp("pulse4"), channels=CHANNELS)
+    yield env
+    subprocess.run(["pulseaudio", "--kill"], env=env, stderr=subprocess.DEVNULL)
+
+
+def wait_for_playing(status, timeout: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            news = status.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        assert news.kind not in ("error", "silent"), news.message
+        if news.kind == "playing":
+            return news.seconds
+    raise AssertionError("the hum did not play")
+
+
+@pytest.fixture(scope="module")
+def recorded(quad_pulse, tmp_path_factory, request):
+    """The aisle on four speakers: a plateau at 1 bit, one at 7 bits, then a stop."""
+    mp = pytest.MonkeyPatch()
+    request.addfinalizer(mp.undo)
+    for key in ("PULSE_SERVER", "PULSE_RUNTIME_PATH"):
+        mp.setenv(key, quad_pulse[key])
+    config = Config()
+    config = config.replace(
+        audio=dataclasses.replace(config.audio, channels=CHANNELS),
+        hum=dataclasses.replace(config.hum, preset="aisle", fade_in_seconds=0.5,
+                                spin_up_seconds=0.3, spin_down_seconds=0.5))
+    status = SPAWN.Queue()
+    wav = tmp_path_factory.mktemp("room4") / "room.wav"
+    marks = {}
+    with recording_the_hum(quad_pulse, wav, channels=CHANNELS):
+        time.sleep(1.0)   # the monitor first replays what the sink last played
+        hum = HumSupervisor(config, status).start()
+        try:
+            marks["playing"] = wait_for_playing(status)
+            hum.show_token(LOW_BITS)
+            time.sleep(PLATEAU)
+            marks["high"] = time.monotonic()
+            hum.show_token(HIGH_BITS)
+            time.sleep(PLATEAU)
+            marks["stop"] = time.monotonic()
+        finally:
+            hum.stop(config.hum.fade_out_seconds)
+        time.sleep(0.5)
+    samples, rate = read_wav(wav)
+    audible = np.flatnonzero(np.abs(samples).max(axis=1) > 1e-3)
+    start, end = audible[0] / rate, audible[-1] / rate
+    # The first audible sample is `playing` on the recording's own clock.
+    at = lambda t: int((start + t - marks["playing"]) * rate)
+    return config, samples, rate, at, marks, (int(start * rate), int(end * rate))
+
+
+def test_the_recording_has_four_channels_and_the_hum_in_each(recorded):
+    _, samples, rate, at, marks, (first, last) = recorded
+    assert samples.shape[1] == CHANNELS
+    steady = samples[at(marks["playing"] + 1.0):at(marks["stop"])]
+    assert all(rms(steady[:, c]) > 0.005 for c in range(CHANNELS))
+
+
+def test_each_fan_is_6_db_stronger_in_its_own_speaker_than_across(recorded):
+    config, samples, rate, at, marks, _ = recorded
+    preset = load_preset("aisle")
+    shares = ring_shares([f.speaker for f in preset.fans], preset.speakers, CHANNELS)
+    low = samples[at(marks["high"] - 2.0):at(marks["high"])]
+    rpm = preset.rpm_for_entropy(LOW_BITS, config.hum)
+    print("\nfan (blades, Hz) | dB at speaker 1 2 3 4 | own - across")
+    for fan, share in zip(preset.fans, shares):
+        hz = fan.blades * fan.detune * rpm / 60.0
+        levels = [tone_level_db(low[:, c], rate, hz) for c in range(CHANNELS)]
+        # Between two speakers a fan is its own in both; the louder counts.
+        own = max({nearest_speaker(share, CHANNELS), nearest_speaker(share + 0.49 / CHANNELS,
+                                                                     CHANNELS)},
+                  key=lambda s: levels[s - 1])
+        across = opposite_speaker(own, CHANNELS)
+        margin = levels[own - 1] - levels[across - 1]
+        print(f"{fan.blades:2d} blades {hz:6.1f} Hz | "
+              + " ".join(f"{db:6.1f}" for db in levels)
+              + f" | speaker {own} - speaker {across} = {margin:.1f} dB")
+        assert margin >= 6.0, (fan, levels)
+
+
+def test_raising_the_entropy_moves_the_lead_fan_in_its_own_speaker(recorded):
+    config, samples, rate, at, marks, _ = recorded
+    preset = load_preset("aisle")
+    own = nearest_speaker(ring_shares([f.speaker for f in preset.fans], preset.speakers,
+                                      CHANNELS)[0], CHANNELS)
+    channel = samples[:, own - 1]
+    low_hz, high_hz = (preset.lead_blade_pass_hz(preset.rpm_for_entropy(bits, config.hum))
+                       for bits in (LOW_BITS, HIGH_BITS))
+    before = channel[at(marks["high"] - 2.0):at(marks["high"])]
+    after = channel[at(marks["stop"] - 2.0):at(marks["stop"])]
+    moved = {name: (tone_level_db(part, rate, low_hz), tone_level_db(part, rate, high_hz))
+             for name, part in (("at 1 bit", before), ("at 7 bits", after))}
+    print(f"\nlead fan in speaker {own}: {low_hz:.1f} Hz / {high_hz:.1f} Hz levels {moved}")
+    assert moved["at 1 bit"][0] > moved["at 1 bit"][1] + 10
+    assert moved["at 7 bits"][1] > moved["at 7 bits"][0] + 10
+
+
+def test_the_air_in_each_speaker_is_its_own(recorded):
+    _, samples, rate, at, marks, _ = recorded
+    steady = samples[at(marks["playing"] + 1.0):at(marks["stop"])]
+    correlations = band_correlations(steady, rate, *NOISE_BAND)
+    pairs = correlations[~np.eye(CHANNELS, dtype=bool)]
+    print(f"\nthe air's correlation between speakers ({NOISE_BAND[0]:.0f}-{NOISE_BAND[1]:.0f}"
+          f" Hz): largest {np.abs(pairs).max():.3f}\n{np.round(correlations, 3)}")
+    assert np.abs(pairs).max() < 0.3
+
+
+def test_no_dropouts_and_no_click_at_exit_in_any_speaker(recorded):
+    config, samples, rate, at, marks, (first, last) = recorded
+    gaps = dropouts(samples[first:last], rate)
+    assert not gaps, gaps
+    fade = config.hum.fade_out_seconds
+    for c in range(CHANNELS):
+        steady = samples[at(marks["stop"] - 2.0):at(marks["stop"]), c]
+        ending = samples[last - int(1.0 * rate):last + int(0.2 * rate), c]
+        tail = samples[last - int(fade / 3 * rate):last + 1, c]
+        print(f"speaker {c + 1}: largest step steady {largest_step(steady):.4f}, at the end "
+              f"{largest_step(ending):.4f}; the fade's last third at "
+              f"{rms(tail) / rms(steady):.2f} of the level")
+        # A fade only scales the sound down: no step larger than the hum's own, and its
+        # last third well below the level before it (a cut would hold it to the end).
+        assert largest_step(ending) <= 1.2 * largest_step(steady)
+        assert rms(tail) < 0.5 * rms(steady)
