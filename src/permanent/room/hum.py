@@ -3,6 +3,7 @@
     fans ──┐  blade-pass tone and harmonics per fan, each at its place (room/speakers.py)
     air  ──┼─ Mix ─┬─────────────────────────────── dry ─┐
     mains ─┘       └─ Freeverb ─ decorrelated per speaker ┴─ Compress ─ master fade ─ out
+                   (on a pair: Freeverb on each side, as the stereo hum always had it)
 
 Fans are point sources, panned between speakers. Moving air is everywhere: each speaker
 gets noise of its own, so the room is wide. Mains hum sits in every speaker alike, and the
@@ -89,6 +90,10 @@ class Hum:
     def _room(self):
         """The dry sound at each speaker and the reverb of the whole room at all of them."""
         room, n = self.preset.room, self.channels
+        if n == 2:
+            # A pair's fans are panned, not placed: each side's reverb of its own sound
+            # already holds the whole room, as the stereo hum has always had it.
+            return pyo.Freeverb(self._dry, size=room.size, damp=room.damping, bal=room.mix)
         # The sum of n speakers scaled so a diffuse sound (the air) keeps its level.
         whole = pyo.Mix(self._dry, voices=1, mul=1.0 / math.sqrt(n))
         tail = pyo.Freeverb(whole, size=room.size, damp=room.damping, bal=1.0)
