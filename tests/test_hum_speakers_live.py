@@ -158,3 +158,64 @@ def test_no_dropouts_and_no_click_at_exit_in_any_speaker(recorded):
         # last third well below the level before it (a cut would hold it to the end).
         assert largest_step(ending) <= 1.2 * largest_step(steady)
         assert rms(tail) < 0.5 * rms(steady)
+
+
+# An output of two channels, as ALSA sees a stereo card: PortAudio counts a `multi`
+# device's bindings (over `plug`, which the pulse plugin needs beneath it).
+STEREO_OUTPUT = """\
+pcm.gallerypair {
+    type multi
+    slaves.a.pcm { type plug; slave.pcm "pulse" }
+    slaves.a.channels 2
+    bindings.0 { slave a; channel 0 }
+    bindings.1 { slave a; channel 1 }
+}
+"""
+
+
+@pytest.fixture
+def with_a_stereo_output(quad_pulse, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".asoundrc").write_text(STEREO_OUTPUT)
+    import os
+    # The model's cache stays where it is; only ALSA reads the new home.
+    return dict(quad_pulse, HOME=str(home), SDL_VIDEODRIVER="dummy",
+                XDG_CACHE_HOME=os.environ.get("XDG_CACHE_HOME",
+                                              os.path.expanduser("~/.cache")))
+
+
+def run_permanent(env, *args):
+    import sys
+    from conftest import REPO
+    return subprocess.run([sys.executable, "-m", "permanent", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_devices_shows_each_outputs_channels(with_a_stereo_output):
+    done = run_permanent(with_a_stereo_output, "devices")
+    assert done.returncode == 0, done.stderr
+    print(done.stdout)
+    lines = {line.split()[1]: line for line in done.stdout.splitlines()[1:]}
+    assert "(2 channels)" in lines["gallerypair"]
+    assert "(32 channels)" in lines["pulse"]
+
+
+def test_more_channels_than_the_output_has_stops_the_start_naming_both(
+        with_a_stereo_output, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("audio:\n  device: gallerypair\n  channels: 4\nhum:\n  preset: aisle\n")
+    done = run_permanent(with_a_stereo_output, "--config", str(config), "--windowed")
+    print(done.stderr)
+    assert done.returncode == 2
+    assert ("line 3: audio.channels: is 4, but the output 'gallerypair' (device 1) has 2 "
+            "channels. Set audio.channels to 2") in done.stderr
+    assert "window open" not in done.stderr and "hum playing" not in done.stderr
+    checked = run_permanent(with_a_stereo_output, "check", "--config", str(config))
+    assert checked.returncode == 1
+    assert "audio.channels: is 4, but the output 'gallerypair'" in checked.stdout
+    # The same four speakers on an output that has them: check says so, and passes.
+    config.write_text("audio:\n  channels: 4\n")
+    checked = run_permanent(with_a_stereo_output, "check", "--config", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "audio:   4 channels on 'default'" in checked.stdout

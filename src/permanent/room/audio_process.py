@@ -348,11 +348,18 @@ def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: st
     output; None when there is none to play on. The first hum of a launch tells the piece
     why (the piece then runs silently, or stops for a device that does not exist); a
     restarted one leaves that to its supervisor."""
-    from .devices import (DeviceNotFound, choose_output, import_pyo, list_output_devices,
-                          quiet_stderr)
+    from .devices import (DeviceNotFound, TooFewChannels, choose_output, import_pyo,
+                          list_output_devices, quiet_stderr, require_channels)
 
     try:
         device = choose_output(config.audio.device, list_output_devices())
+        if device is not None:
+            require_channels(device, config.audio.channels)
+    except TooFewChannels as e:
+        if not restarted:
+            status.put(Status("audio", "error", f"{config.where('audio.channels')}: {e}",
+                              time.monotonic()))
+        return None
     except DeviceNotFound as e:
         if not restarted:
             status.put(Status("audio", "error", str(e), time.monotonic()))
