@@ -175,14 +175,15 @@ class DisplayConfig:
     monitor: int = bounded(0, ge=0, le=16)
     window_size: tuple[int, int] = (1280, 720)       # pixels, when not fullscreen
     font: Optional[str] = None                       # None = the piece's own (screen/fonts)
-    font_size: float = bounded(0.06, gt=0.0, le=0.5)  # fraction of the screen height
+    font_size: float = bounded(0.06, gt=0.0, le=0.5)  # fraction of the page's shorter side
     line_spacing: float = bounded(1.5, ge=0.8, le=4.0)
-    margin: float = bounded(0.09, ge=0.0, le=0.4)      # fraction of the screen height, every side
+    margin: float = bounded(0.09, ge=0.0, le=0.4)      # fraction of the shorter side, every side
     text_colour: Colour = (208, 204, 194)
     background_colour: Colour = (0, 0, 0)
     scroll_seconds: float = bounded(0.9, ge=0.0, le=10.0)
     fps: int = bounded(60, ge=5, le=240)
     quit_chord: str = "ctrl+shift+q"                 # in fullscreen; Esc quits a window
+    rotation: Literal[0, 90, 180, 270] = 0           # degrees the screen is turned clockwise
 
     def validate(self):
         for key in ("text_colour", "background_colour"):
