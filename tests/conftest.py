@@ -30,7 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 # The channel orders of ALSA's pulse plugin, which pyo plays through, and of a card's
 # stereo and quadraphonic profiles. A null sink (and parec) given only a count take
 # PulseAudio's own default order instead, and would swap the speakers about.
-CHANNEL_MAPS = {2: "front-left,front-right", 4: "front-left,front-right,rear-left,rear-right"}
+_QUAD = "front-left,front-right,rear-left,rear-right"
+CHANNEL_MAPS = {2: "front-left,front-right", 4: _QUAD, 6: f"{_QUAD},front-center,lfe",
+                8: f"{_QUAD},front-center,lfe,side-left,side-right"}
 
 
 def private_pulse(runtime: Path, sink: str = "hum", channels: int = 2) -> dict:

@@ -137,6 +137,7 @@ def test_bench_json_is_all_that_reaches_stdout():
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)   # the whole of it
     assert results["hum"]["blade_pass_hz_at_1_bit"] > 0   # pyo loaded and played offline
+    assert set(results["hum"]["cpu_share_by_channels"]) == {"2", "4", "8"}   # speakers
     machine = results["machine"]
     assert machine["cores"] >= 1 and machine["cpu_model"] and machine["torch"]
     assert {"avx2", "avx512", "amx", "torch_cpu_capability"} <= machine.keys()
