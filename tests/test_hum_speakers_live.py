@@ -219,3 +219,44 @@ def test_more_channels_than_the_output_has_stops_the_start_naming_both(
     checked = run_permanent(with_a_stereo_output, "check", "--config", str(config))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "audio:   4 channels on 'default'" in checked.stdout
+
+
+SHORT_PASSES = """\
+audio:
+  device: gallerypair
+  channels: {channels}
+text:
+  min_tokens: 8
+  max_tokens: 16
+pacing:
+  tokens_per_second: 12
+  hold_seconds: 0.5
+  fade_seconds: 0.3
+  gap_seconds: 0.3
+"""
+
+
+def test_a_live_edit_asking_too_many_channels_silences_the_room_and_stops_nothing(
+        with_a_stereo_output, embedded_model, tmp_path):
+    from test_piece import Running
+
+    config = tmp_path / "config.yaml"
+    config.write_text(SHORT_PASSES.format(channels=2))
+    piece = Running(with_a_stereo_output, "--windowed", "--config", str(config))
+    try:
+        piece.wait_for(r"hum playing on gallerypair")
+        piece.wait_for(r"first token shown")
+        config.write_text(SHORT_PASSES.format(channels=4))
+        piece.wait_for(r"audio.channels: is 4, but the output 'gallerypair' \(device 1\) "
+                       r"has 2 channels", timeout=60)
+        shown = piece.count(r"shown '")
+        time.sleep(2.0)
+        assert piece.process.poll() is None and piece.count(r"shown '") > shown, piece.log
+        config.write_text(SHORT_PASSES.format(channels=2))   # the fix: the hum is back
+        deadline = time.monotonic() + 60
+        while piece.count(r"hum playing on gallerypair") < 2:
+            assert time.monotonic() < deadline and piece.process.poll() is None, piece.log
+            time.sleep(0.1)
+        assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
+    finally:
+        piece.kill()

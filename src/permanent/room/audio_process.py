@@ -45,7 +45,8 @@ STREAM_STALLED = "the output stopped taking its sound"   # a frozen server, a hu
 class AudioProcess(ChildProcess):
     """The parent's handle on the hum. Every method returns at once and never raises."""
 
-    def __init__(self, config: Config, status: mp.Queue, restarted: bool = False):
+    def __init__(self, config: Config, status: mp.Queue, restarted: bool = False,
+                 edited: bool = False):
         self.config = config
         self.restarted = restarted   # after a lost output: silent about finding none
         self._commands: mp.Queue = SPAWN.Queue(maxsize=64)
@@ -54,7 +55,7 @@ class AudioProcess(ChildProcess):
         self._reports, self._reports_writer = SPAWN.Pipe(duplex=False)
         super().__init__(_main, "permanent-hum",
                          (config, self._commands, status, logging.getLogger().level,
-                          self._reports_writer, restarted),
+                          self._reports_writer, restarted, edited),
                          queues=(self._commands,))
         self.silent = not config.audio.enabled
         self.started_at: Optional[float] = None
@@ -182,7 +183,8 @@ class HumSupervisor(Supervisor):
                 return   # the hum waiting to be restarted starts with them
             self.process.stop(old.hum.fade_out_seconds)
             self.process = AudioProcess(config, self.status,
-                                        restarted=self._silent_since is not None).start()
+                                        restarted=self._silent_since is not None,
+                                        edited=True).start()
         elif config.hum != old.hum:
             self.process.change_room(config)
 
@@ -266,7 +268,7 @@ class HumSupervisor(Supervisor):
 
 
 def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
-          reports, restarted: bool) -> None:
+          reports, restarted: bool, edited: bool = False) -> None:
     # Ctrl+C reaches the whole process group; the parent decides when the hum fades.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     terminated = []
@@ -283,7 +285,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
     from .preset import load_preset
 
     preset = load_preset(config.hum.preset, config.base_dir)
-    opened = _open_output(config, status, restarted, priority)
+    opened = _open_output(config, status, restarted, priority, edited)
     if opened is None:
         if restarted:
             exit_now(EXIT_NO_OUTPUT)   # the supervisor has said once that the room is silent
@@ -343,7 +345,8 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
     exit_now(0)   # the room is silent and closed: the piece waits for this process to be gone
 
 
-def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: str):
+def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: str,
+                 edited: bool = False):
     """The pyo server, booted and started on the chosen output, and the words naming that
     output; None when there is none to play on. The first hum of a launch tells the piece
     why (the piece then runs silently, or stops for a device that does not exist); a
@@ -356,9 +359,11 @@ def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: st
         if device is not None:
             require_channels(device, config.audio.channels)
     except TooFewChannels as e:
+        # At launch a mistake to stop for; after a live edit the piece goes on silently,
+        # and the next edit that fits brings the hum back.
         if not restarted:
-            status.put(Status("audio", "error", f"{config.where('audio.channels')}: {e}",
-                              time.monotonic()))
+            status.put(Status("audio", "silent" if edited else "error",
+                              f"{config.where('audio.channels')}: {e}", time.monotonic()))
         return None
     except DeviceNotFound as e:
         if not restarted:
