@@ -7,9 +7,7 @@ import numpy as np
 import pygame
 import pytest
 
-from permanent.config import Config, DisplayConfig
-from permanent.errors import ConfigError
-from permanent.schema import load_yaml
+from permanent.config import DisplayConfig
 from permanent.screen.display import PageView, page_size
 
 PORTRAIT = (720, 1280)      # a window taller than it is wide
@@ -120,10 +118,3 @@ def test_a_resized_window_keeps_the_rotation():
     again = view.resized(PORTRAIT, now=1.0)
     assert again.settings.rotation == 90 and again.page.text == view.page.text
     assert again.area.width == page_size(PORTRAIT, 90)[0] - 2 * again.margin
-
-
-def test_rotation_accepts_only_the_four_angles():
-    with pytest.raises(ConfigError) as caught:
-        load_yaml(Config, "display:\n  rotation: 45\n", "config.yaml")
-    assert str(caught.value).startswith("config.yaml, line 2: display.rotation: ")
-    assert "one of 0, 90, 180, 270" in str(caught.value)

@@ -178,8 +178,9 @@ def _print_devices(config=None) -> bool:
     if config is not None:
         try:
             chosen = choose_output(config.audio.device, devices)
-            require_channels(chosen, config.audio.channels)
-            print(f"audio:   {config.audio.channels} channels on {chosen.name!r}")
+            if config.audio.enabled:
+                require_channels(chosen, config.audio.channels)
+                print(f"audio:   {config.audio.channels} channels on {chosen.name!r}")
         except DeviceNotFound as e:
             print(f"audio:   {e}")
             fits = False

@@ -52,7 +52,6 @@ class Hum:
         else:
             places = ring_shares([fan.speaker for fan in preset.fans], preset.speakers,
                                  channels, lead_speaker)
-        self.places = places
         voices = [self._fan(fan, place) for fan, place in zip(preset.fans, places)]
         voices += self._airflow()
         voices.append(self._mains())
