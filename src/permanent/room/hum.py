@@ -97,12 +97,12 @@ class Hum:
         whole = pyo.Mix(self._dry, voices=1, mul=1.0 / math.sqrt(n))
         tail = pyo.Freeverb(whole, size=room.size, damp=room.damping, bal=1.0)
         delays = _DECORRELATING_DELAYS[:n]
-        spread = pyo.Allpass(tail, delay=[d[0] for d in delays],
-                             feedback=_DECORRELATING_FEEDBACK, maxdelay=0.05)
-        spread = pyo.Allpass(spread, delay=[d[1] for d in delays],
-                             feedback=_DECORRELATING_FEEDBACK, maxdelay=0.05)
-        self._reverb_parts = (whole, tail, spread)   # pyo objects live while referenced
-        return self._dry * (1.0 - room.mix) + spread * room.mix
+        first = pyo.Allpass(tail, delay=[d[0] for d in delays],
+                            feedback=_DECORRELATING_FEEDBACK, maxdelay=0.05)
+        tails = pyo.Allpass(first, delay=[d[1] for d in delays],
+                            feedback=_DECORRELATING_FEEDBACK, maxdelay=0.05)
+        self._reverb_parts = (whole, tail, first, tails)   # pyo plays what is referenced
+        return self._dry * (1.0 - room.mix) + tails * room.mix
 
     # -- commands ---------------------------------------------------------------
 
