@@ -4,10 +4,15 @@ angle, pixel for pixel and offscreen, is in test_rotation.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
+import pygame
 import pytest
+
+from permanent.config import DisplayConfig
+from permanent.screen.display import PageView
 
 from test_live_paths import screenshot
 from test_piece import Running
@@ -37,11 +42,6 @@ SCREEN = (1280, 720)   # the Xvfb screen, as the graphics card drives a landscap
 
 def layout(rotation: int):
     """The page the piece sets on this screen at this rotation (offscreen, same code)."""
-    import dataclasses
-    import pygame
-    from permanent.config import DisplayConfig
-    from permanent.screen.display import PageView
-
     pygame.font.init()
     return PageView(dataclasses.replace(DisplayConfig(), rotation=rotation), SCREEN)
 
