@@ -224,7 +224,7 @@ def test_more_channels_than_the_output_has_stops_the_start_naming_both(
 
 SHORT_PASSES = """\
 audio:
-  device: gallerypair
+  device: {device}
   channels: {channels}
 text:
   min_tokens: 8
@@ -240,20 +240,20 @@ pacing:
 def test_a_live_edit_asking_too_many_channels_silences_the_room_and_stops_nothing(
         with_a_stereo_output, embedded_model, tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text(SHORT_PASSES.format(channels=2))
+    config.write_text(SHORT_PASSES.format(device="default", channels=2))
     piece = Running(with_a_stereo_output, "--windowed", "--config", str(config))
     try:
-        piece.wait_for(r"hum playing on gallerypair")
+        piece.wait_for(r"hum playing on default")
         piece.wait_for(r"first token shown")
-        config.write_text(SHORT_PASSES.format(channels=4))
+        config.write_text(SHORT_PASSES.format(device="gallerypair", channels=4))
         piece.wait_for(r"audio.channels: is 4, but the output 'gallerypair' \(device \d+\) "
                        r"has 2 channels", timeout=60)
         shown = piece.count(r"shown '")
         time.sleep(2.0)
         assert piece.process.poll() is None and piece.count(r"shown '") > shown, piece.log
-        config.write_text(SHORT_PASSES.format(channels=2))   # the fix: the hum is back
+        config.write_text(SHORT_PASSES.format(device="default", channels=2))   # the fix
         deadline = time.monotonic() + 60
-        while piece.count(r"hum playing on gallerypair") < 2:
+        while piece.count(r"hum playing on default") < 2:
             assert time.monotonic() < deadline and piece.process.poll() is None, piece.log
             time.sleep(0.1)
         assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log

@@ -34,12 +34,15 @@ log = logging.getLogger("permanent.audio")
 # How a hum's process says why it left, besides 0 (stopped, or silent from the start).
 EXIT_NO_OUTPUT = 3        # a restarted hum found no output to play on
 EXIT_STREAM_STOPPED = 4   # its sound stopped flowing (the StreamWatch)
+EXIT_TOO_FEW_CHANNELS = 5  # a restarted hum found its output with fewer channels than asked
 # PortAudio's ALSA stream asserts, and so aborts the process, when its device goes away.
 EXITS_OF_A_GONE_DEVICE = (EXIT_NO_OUTPUT, -signal.SIGABRT)
 # The causes the log names.
 SERVER_GONE = "the sound server went away"
 DEVICE_GONE = "the output device is gone"
 STREAM_STALLED = "the output stopped taking its sound"   # a frozen server, a hung device
+# A sound server that came back on a stereo profile, say, where the ring was.
+TOO_FEW_CHANNELS = "the output now has fewer channels than audio.channels asks"
 
 
 class AudioProcess(ChildProcess):
@@ -159,6 +162,7 @@ class HumSupervisor(Supervisor):
         self._server_answered = False   # while the hum played: so its going names a cause
         self._silent_since: Optional[float] = None   # when the sound stopped, until back
         self._said_silent = False       # the outage's one line
+        self._said_channels = False     # ... and one more if the output comes back too small
         self._waiting_for_server = False
         self._next_probe = 0.0
 
@@ -210,6 +214,7 @@ class HumSupervisor(Supervisor):
             if self._silent_since is not None:
                 log.info("the hum is back on %s after %.1f s", where, now - self._silent_since)
                 self._silent_since, self._said_silent = None, False
+                self._said_channels = False
         elif (process.restarted and process.playing_on is None
               and now - process.started_at > self.RESTART_LIMIT_SECONDS):
             log.debug("the restarted hum neither played nor left in %.0f s; ending it",
@@ -229,15 +234,18 @@ class HumSupervisor(Supervisor):
                 what += f": {cause}, so the room is silent until the hum is back"
             self.crashed(now, what)
             return
-        if not self._said_silent:
+        if not self._said_silent or (cause == TOO_FEW_CHANNELS and not self._said_channels):
             log.warning("%s: the room is silent until the hum is back, tried again at the "
                         "backoff's pace", cause or f"the restarted hum died (exit code {code})")
             self._said_silent = True
+            self._said_channels = cause == TOO_FEW_CHANNELS
         self.crashed(now, f"found no output (exit code {code})", quiet=True)
 
     def _cause(self, exit_code: int) -> Optional[str]:
         """Why the hum lost its output, as far as can be told from here; None for a crash
         of its own."""
+        if exit_code == EXIT_TOO_FEW_CHANNELS:
+            return TOO_FEW_CHANNELS
         if self._server_answered and not sound_server_answers(self._server):
             return SERVER_GONE
         if exit_code in EXITS_OF_A_GONE_DEVICE:
@@ -360,10 +368,12 @@ def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: st
             require_channels(device, config.audio.channels)
     except TooFewChannels as e:
         # At launch a mistake to stop for; after a live edit the piece goes on silently,
-        # and the next edit that fits brings the hum back.
-        if not restarted:
-            status.put(Status("audio", "silent" if edited else "error",
-                              f"{config.where('audio.channels')}: {e}", time.monotonic()))
+        # and the next edit that fits brings the hum back; after a lost output, the
+        # supervisor names it and tries again at its pace.
+        if restarted:
+            exit_now(EXIT_TOO_FEW_CHANNELS)
+        status.put(Status("audio", "silent" if edited else "error",
+                          f"{config.where('audio.channels')}: {e}", time.monotonic()))
         return None
     except DeviceNotFound as e:
         if not restarted:
