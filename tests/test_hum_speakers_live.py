@@ -199,7 +199,22 @@ def test_devices_shows_each_outputs_channels(with_a_stereo_output):
     print(done.stdout)
     lines = {line.split()[1]: line for line in done.stdout.splitlines()[1:]}
     assert "(2 channels)" in lines["gallerypair"]
-    assert "(32 channels)" in lines["pulse"]
+    # The sound server's devices take what its sink has (PortAudio alone says 32).
+    for name in ("pulse", "default"):
+        assert "(4 channels: the sound server's sink 'hum')" in lines[name], done.stdout
+
+
+def test_a_ring_on_a_stereo_sink_stops_the_start_naming_the_sink(pulse_env, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("audio:\n  channels: 4\n")
+    done = run_permanent(dict(pulse_env, SDL_VIDEODRIVER="dummy"), "--config", str(config),
+                         "--windowed")
+    print(done.stderr)
+    assert done.returncode == 2
+    assert re.search(r"line 2: audio.channels: is 4, but the output 'default' \(device \d+, "
+                     r"the sound server's sink 'hum'\) has 2 channels. Set audio.channels to "
+                     r"2, or give the sink 4 channels or more", done.stderr)
+    assert "window open" not in done.stderr
 
 
 def test_more_channels_than_the_output_has_stops_the_start_naming_both(

@@ -192,7 +192,8 @@ def _print_devices(config=None) -> bool:
         marks = (" (default)" if d.is_default else "") + \
             ("  <- used" if chosen is not None and d.index == chosen.index else "")
         count = "?" if d.channels is None else d.channels
-        print(f"  {d.index:3d}  {d.name}  ({count} channels){marks}")
+        behind = f": the sound server's sink {d.sink!r}" if d.sink else ""
+        print(f"  {d.index:3d}  {d.name}  ({count} channels{behind}){marks}")
     return fits
 
 

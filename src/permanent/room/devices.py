@@ -16,6 +16,8 @@ import glob
 import io
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -74,6 +76,7 @@ class OutputDevice:
     name: str
     is_default: bool
     channels: Optional[int] = None   # the most it takes; None where it cannot be read
+    sink: Optional[str] = None       # the sound server's sink it plays into, if it does
 
 
 class _PaDeviceInfo(ctypes.Structure):
@@ -112,13 +115,44 @@ def _output_channels(pyo, indexes: list[int]) -> dict[int, Optional[int]]:
         library.Pa_Terminate()
 
 
+# ALSA's devices that play into the sound server; PortAudio reports 32 channels for them,
+# whatever the sink behind them has. `default` is one of them where `pulse` is listed.
+_SOUND_SERVER_DEVICES = ("pulse", "pipewire")
+
+
+def default_sink() -> Optional[tuple[str, int]]:
+    """The sound server's default sink and its channel count, from `pactl` (PulseAudio's,
+    which PipeWire's pulse server answers too); None where it cannot tell."""
+    pactl = shutil.which("pactl")
+    if pactl is None:
+        return None
+    try:
+        info, sinks = (json.loads(subprocess.run(
+            [pactl, "-f", "json", *what], capture_output=True, text=True, timeout=5,
+            check=True).stdout) for what in (["info"], ["list", "sinks"]))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    name = info.get("default_sink_name")
+    for sink in sinks:
+        found = re.search(r"(\d+)ch", sink.get("sample_specification", ""))
+        if sink.get("name") == name and found:
+            return name, int(found[1])
+    return None
+
+
 def list_output_devices() -> list[OutputDevice]:
     with quiet_stderr():
         pyo = import_pyo()
         names, indexes = pyo.pa_get_output_devices()
         default = pyo.pa_get_default_output() if indexes else -1
         channels = _output_channels(pyo, indexes) if indexes else {}
-    return [OutputDevice(i, n, i == default, channels[i]) for n, i in zip(names, indexes)]
+    devices = [OutputDevice(i, n, i == default, channels[i]) for n, i in zip(names, indexes)]
+    served = set(_SOUND_SERVER_DEVICES) | ({"default"} if {*names} & {*_SOUND_SERVER_DEVICES}
+                                           else set())
+    if {*names} & served and (sink := default_sink()) is not None:
+        devices = [dataclasses.replace(d, channels=sink[1], sink=sink[0])
+                   if d.name in served else d for d in devices]
+    return devices
 
 
 def probe_output_devices(timeout: float = 30.0) -> list[OutputDevice]:
@@ -176,11 +210,15 @@ def require_channels(device: OutputDevice, channels: int) -> None:
     fits = [n for n in (2, 4, 6, 8) if n <= device.channels]
     fix = (f"set audio.channels to {fits[-1]}" if fits else
            "this output cannot take a stereo pair either")
+    behind = f", the sound server's sink {device.sink!r}" if device.sink else ""
+    other = (f"give the sink {channels} channels or more with the card's profile (in "
+             "pavucontrol's Configuration tab, e.g. Analog Surround 4.0)" if device.sink else
+             f"choose an output with {channels} or more in audio.device (`permanent "
+             "devices` lists each output's channels)")
     raise TooFewChannels(f"is {channels}, but the output {device.name!r} (device "
-                         f"{device.index}) has {device.channels} channel"
+                         f"{device.index}{behind}) has {device.channels} channel"
                          f"{'s' * (device.channels != 1)}. {fix[0].upper()}{fix[1:]}, or "
-                         f"choose an output with {channels} or more in audio.device "
-                         "(`permanent devices` lists each output's channels).")
+                         f"{other}.")
 
 
 def sound_server_socket() -> str | None:
