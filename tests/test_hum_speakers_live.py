@@ -274,3 +274,41 @@ def test_a_live_edit_asking_too_many_channels_silences_the_room_and_stops_nothin
         assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
     finally:
         piece.kill()
+
+
+def swap_sink(env, channels: int) -> None:
+    """The sink `hum` taken away and put back with `channels` channels: the card's profile
+    changed under the piece (a sound server restarted on stereo where the ring was)."""
+    from conftest import CHANNEL_MAPS
+
+    modules = subprocess.run(["pactl", "list", "short", "modules"], env=env,
+                             capture_output=True, text=True, check=True).stdout
+    index = next(line.split()[0] for line in modules.splitlines()
+                 if "module-null-sink" in line and "sink_name=hum" in line)
+    subprocess.run(["pactl", "unload-module", index], env=env, check=True)
+    subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=hum", "rate=48000",
+                    f"channels={channels}", f"channel_map={CHANNEL_MAPS[channels]}"],
+                   env=env, check=True, capture_output=True)
+
+
+def test_an_output_back_with_fewer_channels_is_named_and_waited_out(embedded_model, tmp_path):
+    env = private_pulse(tmp_path / "pulse", channels=CHANNELS)
+    config = tmp_path / "config.yaml"
+    config.write_text(SHORT_PASSES.format(device="default", channels=CHANNELS))
+    piece = Running(env, "--windowed", "--config", str(config))
+    try:
+        piece.wait_for(r"hum playing on default")
+        piece.wait_for(r"first token shown")
+        swap_sink(env, 2)
+        piece.wait_for(r"the output now has fewer channels than audio.channels asks: the "
+                       r"room is silent until the hum is back", timeout=30)
+        shown = piece.count(r"shown '")
+        swap_sink(env, CHANNELS)
+        piece.wait_for(r"the hum is back on default", timeout=40)
+        assert piece.count(r"shown '") > shown and piece.process.poll() is None, piece.log
+        assert piece.count(r"fewer channels than audio.channels asks") == 1, piece.log
+        print("\n".join(line for _, line in piece.lines if "permanent.audio" in line))
+        assert piece.terminate() < 2.0 and piece.process.returncode == 0, piece.log
+    finally:
+        piece.kill()
+        subprocess.run(["pulseaudio", "--kill"], env=env, stderr=subprocess.DEVNULL)
