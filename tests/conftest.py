@@ -27,18 +27,22 @@ os.environ["XDG_STATE_HOME"] = os.path.join(_SCRATCH, "state")
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def pulse_env(tmp_path_factory):
-    """A private PulseAudio server whose only output is a null sink called `hum`.
+# The channel orders of ALSA's pulse plugin, which pyo plays through, and of a card's
+# stereo and quadraphonic profiles. A null sink (and parec) given only a count take
+# PulseAudio's own default order instead, and would swap the speakers about.
+_QUAD = "front-left,front-right,rear-left,rear-right"
+CHANNEL_MAPS = {2: "front-left,front-right", 4: _QUAD, 6: f"{_QUAD},front-center,lfe",
+                8: f"{_QUAD},front-center,lfe,side-left,side-right"}
 
-    Whatever the piece plays there can be recorded from `hum.monitor`. Returns the
-    environment a child process needs to find it.
-    """
-    runtime = tmp_path_factory.mktemp("pulse")
+
+def private_pulse(runtime: Path, sink: str = "hum", channels: int = 2) -> dict:
+    """Start a private PulseAudio server whose only output is a null sink of `channels`
+    channels called `sink`; returns the environment a child process needs to find it."""
     env = dict(os.environ, PULSE_RUNTIME_PATH=str(runtime), PULSE_STATE_PATH=str(runtime))
     env.pop("PULSE_SERVER", None)
     subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
-                    "--load=module-null-sink sink_name=hum rate=48000 channels=2",
+                    f"--load=module-null-sink sink_name={sink} rate=48000 channels={channels} "
+                    f"channel_map={CHANNEL_MAPS[channels]}",
                     "--load=module-native-protocol-unix", "--log-target=stderr"],
                    env=env, check=True, stderr=subprocess.DEVNULL)
     env["PULSE_SERVER"] = f"unix:{runtime}/native"
@@ -46,15 +50,27 @@ def pulse_env(tmp_path_factory):
     while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
         assert time.monotonic() < deadline, "PulseAudio did not start"
         time.sleep(0.1)
+    return env
+
+
+@pytest.fixture(scope="session")
+def pulse_env(tmp_path_factory):
+    """A private PulseAudio server whose only output is a stereo null sink called `hum`.
+
+    Whatever the piece plays there can be recorded from `hum.monitor`. Returns the
+    environment a child process needs to find it.
+    """
+    env = private_pulse(tmp_path_factory.mktemp("pulse"))
     yield env
     subprocess.run(["pulseaudio", "--kill"], env=env, stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager
-def recording_the_hum(pulse_env, wav: Path):
+def recording_the_hum(pulse_env, wav: Path, channels: int = 2):
     """Record what reaches the `hum` null sink into `wav` while the block runs. A stream of
     zeros keeps the sink running, so the recording follows the wall clock."""
-    fmt = ["--rate=48000", "--channels=2", "--format=s16le"]
+    fmt = ["--rate=48000", f"--channels={channels}", f"--channel-map={CHANNEL_MAPS[channels]}",
+           "--format=s16le"]
     keep_running = subprocess.Popen(["pacat", "--device=hum", "--raw", *fmt],
                                     stdin=open("/dev/zero", "rb"), env=pulse_env)
     recorder = subprocess.Popen(["parec", "-d", "hum.monitor", *fmt, "--file-format=wav",

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def tiny_config(tiny_model):
     return dataclasses.replace(Config(), model=ModelConfig(name=str(tiny_model)),
-                               text=TextConfig(seed=2, min_tokens=30, max_tokens=40))
+                               text=TextConfig(seed=2, min_tokens=30, max_tokens=40, drafts=1))
 
 
 def test_generator_is_measured_against_plain_generate(tiny_config):
@@ -148,6 +148,7 @@ def test_bench_json_is_all_that_reaches_stdout():
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)   # the whole of it
     assert results["hum"]["blade_pass_hz_at_1_bit"] > 0   # pyo loaded and played offline
+    assert set(results["hum"]["cpu_share_by_channels"]) == {"2", "4", "8"}   # speakers
     machine = results["machine"]
     assert machine["cores"] >= 1 and machine["cpu_model"] and machine["torch"]
     assert {"avx2", "avx512", "amx", "torch_cpu_capability"} <= machine.keys()

@@ -39,8 +39,11 @@ def test_empty_file_means_defaults(tmp_path):
 def test_values_are_read(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("pacing:\n  tokens_per_second: 9\nhum:\n  preset: hall\n"
-                    "display:\n  text_colour: [1, 2, 3]\n")
+                    "display:\n  text_colour: [1, 2, 3]\n  rotation: 270\n"
+                    "audio:\n  channels: 8\n  lead_speaker: 8.5\n")
     config = load_config(path)
+    assert (config.audio.channels, config.audio.lead_speaker) == (8, 8.5)
+    assert config.display.rotation == 270
     assert config.pacing.tokens_per_second == 9.0
     assert isinstance(config.pacing.tokens_per_second, float)
     assert config.hum.preset == "hall"
@@ -80,6 +83,12 @@ def test_values_are_read(tmp_path):
      "set status.token_env"),
     ("status:\n  token_env: 3f9a-secret\n", 2, "status.token_env", "never the token itself"),
     ("status:\n  port: 0\n", 2, "status.port", "at least 1"),
+    ("audio:\n  channels: 5\n", 2, "audio.channels", "one of 2, 4, 6, 8"),
+    ("audio:\n  channels: 4\n  lead_speaker: 6\n", 3, "audio.lead_speaker",
+     "the speakers are 1 to 4; use a value from 1 to 4.5"),
+    ("audio:\n  lead_speaker: 2.5\n", 2, "audio.lead_speaker", "from 1 to 2"),
+    ("audio:\n  lead_speaker: 0\n", 2, "audio.lead_speaker", "at least 1.0"),
+    ("display:\n  rotation: 45\n", 2, "display.rotation", "one of 0, 90, 180, 270"),
 ])
 def test_bad_values_name_the_key_and_line(text, line, key, words):
     with pytest.raises(ConfigError) as caught:

@@ -130,3 +130,7 @@ def test_bench_measures_the_fan_tone_from_a_render():
         assert abs(result[key] - expected) / expected < 0.02
     assert result["semitones_1_to_7_bits"] >= 3.0
     assert 0 < result["cpu_share_of_one_core"] < 1
+    by_channels = result["cpu_share_by_channels"]
+    print(f"the hum's CPU, share of one core, by channels: {by_channels}")
+    assert set(by_channels) == {2, 4, 8} and by_channels[2] == result["cpu_share_of_one_core"]
+    assert by_channels[8] <= 0.10   # the target: eight speakers in a tenth of a core

@@ -100,3 +100,29 @@ def test_same_seed_same_render(tmp_path, embedded_model):
     assert np.array_equal(read_wav(a / "hum.wav")[0], read_wav(b / "hum.wav")[0])
     render(Config(), 12.0, c := tmp_path / "c", seed=12, progress=False)
     assert (a / "tokens.jsonl").read_bytes() != (c / "tokens.jsonl").read_bytes()
+
+
+def test_a_ring_of_speakers_renders_its_channels_and_the_pair_the_video_carries(
+        tmp_path, embedded_model):
+    import dataclasses
+
+    base = Config()
+    ring = base.replace(audio=dataclasses.replace(base.audio, channels=4),
+                        hum=dataclasses.replace(base.hum, preset="aisle"))
+    pair = ring.replace(audio=dataclasses.replace(ring.audio, channels=2))
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for config, out in ((ring, a), (ring, b), (pair, c)):
+        render(config, 8.0, out, seed=5, progress=False)
+    samples, rate = read_wav(a / "hum-4ch.wav")
+    assert samples.shape[1] == 4 and abs(len(samples) / rate - 8.0) < 0.05
+    assert read_wav(a / "hum.wav")[0].shape[1] == 2
+    # Bit-identical for a seed, both files.
+    for name in ("hum.wav", "hum-4ch.wav"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    # hum.wav is what the same room plays on a stereo pair, and what the video carries.
+    assert (a / "hum.wav").read_bytes() == (c / "hum.wav").read_bytes()
+    assert not (c / "hum-2ch.wav").exists()
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries",
+                            "stream=channels", "-of", "csv=p=0", str(a / "piece.mp4")],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "2"

@@ -88,13 +88,20 @@ def cmd_run(args) -> int:
                          "the local Hugging Face cache and "
                          "nothing is downloaded here. Copy it into the cache, point "
                          "model.name at a local folder, or use 'embedded'.")
-    if config.audio.enabled and config.audio.device != "default":
-        # A named output that is missing is a configuration mistake: say so before starting.
-        from .room.devices import DeviceNotFound, choose_output, probe_output_devices
+    if config.audio.enabled and (config.audio.device != "default" or config.audio.channels > 2):
+        # A named output that is missing, or one with fewer channels than the speakers
+        # asked for, is a configuration mistake: say so before starting.
+        from .room.devices import (DeviceNotFound, TooFewChannels, choose_output,
+                                   probe_output_devices, require_channels)
         try:
-            choose_output(config.audio.device, probe_output_devices())
+            device = choose_output(config.audio.device, probe_output_devices())
         except DeviceNotFound as e:
             raise DeviceNotFound(f"{config.where('audio.device')}: {e}") from None
+        if device is not None:   # none at all: the piece runs silently, and says so
+            try:
+                require_channels(device, config.audio.channels)
+            except TooFewChannels as e:
+                raise TooFewChannels(f"{config.where('audio.channels')}: {e}") from None
     from .app import Piece
 
     _log_to_file(config)
@@ -139,8 +146,9 @@ def cmd_check(args) -> int:
     if config.model.server_url:
         server_ok = _check_server(config)
     ports_ok = _check_ports(config)
-    _print_devices(config)
-    return 0 if (source.cached or source.embedded) and server_ok and ports_ok else 1
+    audio_ok = _print_devices(config) or not config.audio.enabled
+    return 0 if (source.cached or source.embedded) and server_ok and ports_ok and audio_ok \
+        else 1
 
 
 def _check_ports(config) -> bool:
@@ -167,24 +175,37 @@ def _check_server(config) -> bool:
     return True
 
 
-def _print_devices(config=None) -> None:
-    from .room.devices import DeviceNotFound, choose_output, probe_output_devices
+def _print_devices(config=None) -> bool:
+    """List the outputs (with `config`, the one it would use); False when that one is
+    missing or has too few channels for audio.channels."""
+    from .room.devices import (DeviceNotFound, TooFewChannels, choose_output,
+                               probe_output_devices, require_channels)
 
     devices = probe_output_devices()
     if not devices:
         print("audio:   no output devices: the piece would run silently")
-        return
-    chosen = None
+        return True
+    chosen, fits = None, True
     if config is not None:
         try:
             chosen = choose_output(config.audio.device, devices)
+            if config.audio.enabled:
+                require_channels(chosen, config.audio.channels)
+                print(f"audio:   {config.audio.channels} channels on {chosen.name!r}")
         except DeviceNotFound as e:
             print(f"audio:   {e}")
+            fits = False
+        except TooFewChannels as e:
+            print(f"audio:   {config.where('audio.channels')}: {e}")
+            fits = False
     print("audio outputs:")
     for d in devices:
         marks = (" (default)" if d.is_default else "") + \
             ("  <- used" if chosen is not None and d.index == chosen.index else "")
-        print(f"  {d.index:3d}  {d.name}{marks}")
+        count = "?" if d.channels is None else d.channels
+        behind = f": the sound server's sink {d.sink!r}" if d.sink else ""
+        print(f"  {d.index:3d}  {d.name}  ({count} channels{behind}){marks}")
+    return fits
 
 
 def _add_devices(sub) -> None:

@@ -179,14 +179,15 @@ class DisplayConfig:
     monitor: int = bounded(0, ge=0, le=16)
     window_size: tuple[int, int] = (1280, 720)       # pixels, when not fullscreen
     font: Optional[str] = None                       # None = the piece's own (screen/fonts)
-    font_size: float = bounded(0.06, gt=0.0, le=0.5)  # fraction of the screen height
+    font_size: float = bounded(0.06, gt=0.0, le=0.5)  # fraction of the page's shorter side
     line_spacing: float = bounded(1.5, ge=0.8, le=4.0)
-    margin: float = bounded(0.09, ge=0.0, le=0.4)      # fraction of the screen height, every side
+    margin: float = bounded(0.09, ge=0.0, le=0.4)      # fraction of the shorter side, every side
     text_colour: Colour = (208, 204, 194)
     background_colour: Colour = (0, 0, 0)
     scroll_seconds: float = bounded(0.9, ge=0.0, le=10.0)
     fps: int = bounded(60, ge=5, le=240)
     quit_chord: str = "ctrl+shift+q"                 # in fullscreen; Esc quits a window
+    rotation: Literal[0, 90, 180, 270] = 0           # degrees the screen is turned clockwise
 
     def validate(self):
         for key in ("text_colour", "background_colour"):
@@ -224,6 +225,19 @@ class AudioConfig:
     device: Union[int, str] = "default"   # "default", an index or a name from `permanent devices`
     sample_rate: Literal[44100, 48000, 96000] = 48000
     buffer_size: int = bounded(2048, ge=32, le=16384)  # frames per buffer; larger is safer
+    channels: Literal[2, 4, 6, 8] = 2      # speakers: a stereo pair, or a ring of 4, 6 or 8
+    # The speaker (from 1) the lead fan sounds from, or between two (2.5); None: the preset's.
+    lead_speaker: Optional[float] = bounded(None, ge=1.0, le=9.0)
+
+    def validate(self):
+        if self.lead_speaker is not None:
+            # A pair is a line from 1 to 2; a ring closes, so past the last is towards 1.
+            last = 2.0 if self.channels == 2 else self.channels + 0.5
+            if self.lead_speaker > last:
+                return "lead_speaker", (f"is {self.lead_speaker}, but with channels: "
+                                        f"{self.channels} the speakers are 1 to "
+                                        f"{self.channels}; use a value from 1 to {last:g}.")
+        return None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ frame instead of by the wall clock. The model is asked for a token whenever the
 Conductor wants one, so the timeline depends only on the seed and the config, never on
 how fast this machine is; the hum is rendered afterwards from the same cues.
 
-    hum.wav           the room, 48 kHz stereo (pyo, offline)
+    hum.wav           the room, 48 kHz stereo (pyo, offline): what a stereo pair plays
+    hum-Nch.wav       with audio.channels above 2, the room on its N speakers as well
     piece.mp4         video and hum together (when ffmpeg is on PATH), else frames/*.png
     tokens.jsonl      one line per shown token: time, pass, text, entropy, fan RPM, pitch
     contact.png       frames across the render, on one sheet
@@ -113,7 +114,16 @@ def render(config: Config, seconds: float, out: Path, seed: int = 0,
             log.warning("interrupted: keeping the first %.1f s", done_frames / fps)
     rendered = done_frames / fps
     wav = render_hum(preset, config.hum, stage.hum_commands, rendered, out / "hum.wav",
-                     sample_rate=config.audio.sample_rate)
+                     sample_rate=config.audio.sample_rate,
+                     lead_speaker=config.audio.lead_speaker if config.audio.channels == 2
+                     else None)
+    if config.audio.channels > 2:
+        # The ring as the gallery hears it; hum.wav beside it is the same room on a pair
+        # (the fans at their `pan`), as the piece plays it with channels: 2, and the video's.
+        render_hum(preset, config.hum, stage.hum_commands, rendered,
+                   out / f"hum-{config.audio.channels}ch.wav",
+                   sample_rate=config.audio.sample_rate, channels=config.audio.channels,
+                   lead_speaker=config.audio.lead_speaker)
     video = frames.finish(wav)
     _contact_sheet(contact, out / "contact.png")
     from .measure.spectrogram import draw_spectrogram

@@ -207,7 +207,12 @@ def measure_display(config: Config, seconds: float = 6.0, size=(1920, 1080)) -> 
             "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": round(frames[-1], 2)}
 
 
+HUM_CHANNELS = (2, 4, 8)   # a pair, a ring of four, the largest ring
+
+
 def measure_hum(config: Config) -> dict:
+    """The fan tone at 1 and 7 bits, from an offline render on the configured speakers,
+    and the hum's CPU (process time per second of sound) on 2, 4 and 8 of them."""
     from .audio_analysis import mono, peak_hz, read_wav, window
     from ..room.fans import semitones
     from ..room.hum_render import HumCommand, render_hum
@@ -215,25 +220,30 @@ def measure_hum(config: Config) -> dict:
 
     preset = load_preset(config.hum.preset, config.base_dir)
     settle = 6 * max(config.hum.spin_up_seconds, config.hum.spin_down_seconds) + 1.0
+    length = 2 * settle
+    cues = [HumCommand(0, "token", 1.0), HumCommand(settle, "token", 7.0)]
+    cpu_by_channels, signal, rate = {}, None, config.audio.sample_rate
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "bench.wav"
-        length = 2 * settle
-        cpu = time.process_time()
-        render_hum(preset, config.hum,
-                   [HumCommand(0, "token", 1.0), HumCommand(settle, "token", 7.0)],
-                   length, path, sample_rate=config.audio.sample_rate)
-        cpu = time.process_time() - cpu
-        samples, rate = read_wav(path)
-    signal = mono(samples)
+        for channels in sorted({*HUM_CHANNELS, config.audio.channels}):
+            path = Path(folder) / f"bench-{channels}.wav"
+            cpu = time.process_time()
+            render_hum(preset, config.hum, cues, length, path, sample_rate=rate,
+                       channels=channels, lead_speaker=config.audio.lead_speaker
+                       if channels == config.audio.channels else None)
+            cpu_by_channels[channels] = round((time.process_time() - cpu) / length, 4)
+            if channels == config.audio.channels:
+                samples, rate = read_wav(path)
+                signal = mono(samples)
     targets = {bits: preset.lead_blade_pass_hz(preset.rpm_for_entropy(bits, config.hum))
                for bits in (1.0, 7.0)}
     found = {bits: peak_hz(window(signal, rate, end - 1.0, end), rate, f * 0.85, f * 1.15)
              for bits, f, end in ((1.0, targets[1.0], settle), (7.0, targets[7.0], length))}
-    return {"preset": config.hum.preset,
+    return {"preset": config.hum.preset, "channels": config.audio.channels,
             "blade_pass_hz_at_1_bit": round(found[1.0], 1),
             "blade_pass_hz_at_7_bits": round(found[7.0], 1),
             "semitones_1_to_7_bits": round(semitones(found[1.0], found[7.0]), 2),
-            "cpu_share_of_one_core": round(cpu / length, 4)}
+            "cpu_share_of_one_core": cpu_by_channels[config.audio.channels],
+            "cpu_share_by_channels": cpu_by_channels}
 
 
 def measure_render(config: Config, seconds: float = 30.0) -> dict:
@@ -462,7 +472,10 @@ def _print_results(results: dict, config: Config) -> None:
     print(f"  fan tone          {h['blade_pass_hz_at_1_bit']} Hz at 1 bit -> "
           f"{h['blade_pass_hz_at_7_bits']} Hz at 7 bits = {h['semitones_1_to_7_bits']} "
           f"semitones ({h['preset']})")
-    print(f"  hum CPU           {100 * h['cpu_share_of_one_core']:.1f} % of one core")
+    by_channels = ", ".join(f"{n} channels {100 * share:.1f} %"
+                            for n, share in h["cpu_share_by_channels"].items())
+    print(f"  hum CPU           {100 * h['cpu_share_of_one_core']:.1f} % of one core on "
+          f"{h['channels']} channels ({by_channels}; rendered offline)")
     print(f"  render            {r['speed']}x real time ({r['seconds']:.0f} s of piece in "
           f"{r['wall_seconds']} s, 1280x720 at 30 fps)")
     for s in results["startup"]:

@@ -34,18 +34,22 @@ log = logging.getLogger("permanent.audio")
 # How a hum's process says why it left, besides 0 (stopped, or silent from the start).
 EXIT_NO_OUTPUT = 3        # a restarted hum found no output to play on
 EXIT_STREAM_STOPPED = 4   # its sound stopped flowing (the StreamWatch)
+EXIT_TOO_FEW_CHANNELS = 5  # a restarted hum found its output with fewer channels than asked
 # PortAudio's ALSA stream asserts, and so aborts the process, when its device goes away.
 EXITS_OF_A_GONE_DEVICE = (EXIT_NO_OUTPUT, -signal.SIGABRT)
 # The causes the log names.
 SERVER_GONE = "the sound server went away"
 DEVICE_GONE = "the output device is gone"
 STREAM_STALLED = "the output stopped taking its sound"   # a frozen server, a hung device
+# A sound server that came back on a stereo profile, say, where the ring was.
+TOO_FEW_CHANNELS = "the output now has fewer channels than audio.channels asks"
 
 
 class AudioProcess(ChildProcess):
     """The parent's handle on the hum. Every method returns at once and never raises."""
 
-    def __init__(self, config: Config, status: mp.Queue, restarted: bool = False):
+    def __init__(self, config: Config, status: mp.Queue, restarted: bool = False,
+                 edited: bool = False):
         self.config = config
         self.restarted = restarted   # after a lost output: silent about finding none
         self._commands: mp.Queue = SPAWN.Queue(maxsize=64)
@@ -56,7 +60,7 @@ class AudioProcess(ChildProcess):
         self.sound_at = SPAWN.Value("d", 0.0, lock=False)
         super().__init__(_main, "permanent-hum",
                          (config, self._commands, status, logging.getLogger().level,
-                          self._reports_writer, restarted, self.sound_at),
+                          self._reports_writer, restarted, self.sound_at, edited),
                          queues=(self._commands,))
         self.silent = not config.audio.enabled
         self.started_at: Optional[float] = None
@@ -160,6 +164,7 @@ class HumSupervisor(Supervisor):
         self._server_answered = False   # while the hum played: so its going names a cause
         self._silent_since: Optional[float] = None   # when the sound stopped, until back
         self._said_silent = False       # the outage's one line
+        self._said_channels = False     # ... and one more if the output comes back too small
         self._waiting_for_server = False
         self._next_probe = 0.0
         self.dropouts = 0   # times the room lost the hum's sound (its output went, or it died)
@@ -192,7 +197,8 @@ class HumSupervisor(Supervisor):
                 return   # the hum waiting to be restarted starts with them
             self.process.stop(old.hum.fade_out_seconds)
             self.process = AudioProcess(config, self.status,
-                                        restarted=self._silent_since is not None).start()
+                                        restarted=self._silent_since is not None,
+                                        edited=True).start()
         elif config.hum != old.hum:
             self.process.change_room(config)
 
@@ -218,6 +224,7 @@ class HumSupervisor(Supervisor):
             if self._silent_since is not None:
                 log.info("the hum is back on %s after %.1f s", where, now - self._silent_since)
                 self._silent_since, self._said_silent = None, False
+                self._said_channels = False
         elif (process.restarted and process.playing_on is None
               and now - process.started_at > self.RESTART_LIMIT_SECONDS):
             log.debug("the restarted hum neither played nor left in %.0f s; ending it",
@@ -238,15 +245,18 @@ class HumSupervisor(Supervisor):
                 what += f": {cause}, so the room is silent until the hum is back"
             self.crashed(now, what)
             return
-        if not self._said_silent:
+        if not self._said_silent or (cause == TOO_FEW_CHANNELS and not self._said_channels):
             log.warning("%s: the room is silent until the hum is back, tried again at the "
                         "backoff's pace", cause or f"the restarted hum died (exit code {code})")
             self._said_silent = True
+            self._said_channels = cause == TOO_FEW_CHANNELS
         self.crashed(now, f"found no output (exit code {code})", quiet=True)
 
     def _cause(self, exit_code: int) -> Optional[str]:
         """Why the hum lost its output, as far as can be told from here; None for a crash
         of its own."""
+        if exit_code == EXIT_TOO_FEW_CHANNELS:
+            return TOO_FEW_CHANNELS
         if self._server_answered and not sound_server_answers(self._server):
             return SERVER_GONE
         if exit_code in EXITS_OF_A_GONE_DEVICE:
@@ -277,7 +287,7 @@ class HumSupervisor(Supervisor):
 
 
 def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
-          reports, restarted: bool, sound_at) -> None:
+          reports, restarted: bool, sound_at, edited: bool = False) -> None:
     # Ctrl+C reaches the whole process group; the parent decides when the hum fades.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     terminated = []
@@ -294,7 +304,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
     from .preset import load_preset
 
     preset = load_preset(config.hum.preset, config.base_dir)
-    opened = _open_output(config, status, restarted, priority)
+    opened = _open_output(config, status, restarted, priority, edited)
     if opened is None:
         if restarted:
             exit_now(EXIT_NO_OUTPUT)   # the supervisor has said once that the room is silent
@@ -304,7 +314,7 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
     from .stream_watch import StreamWatch
 
     audio = config.audio
-    hum = Hum(preset, config.hum).start()
+    hum = Hum(preset, config.hum, audio.channels, audio.lead_speaker).start()
     leaving = []   # rooms fading out after a change, dropped once silent
     if not restarted:   # a restarted hum's return is the supervisor's to tell
         status.put(Status("audio", "playing", where, time.monotonic()))
@@ -327,7 +337,8 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
         elif name == "room":
             hum.fade_out(value.hum.fade_in_seconds)
             leaving.append((time.monotonic() + value.hum.fade_in_seconds + 0.1, hum))
-            hum = Hum(load_preset(value.hum.preset, value.base_dir), value.hum).start()
+            hum = Hum(load_preset(value.hum.preset, value.base_dir), value.hum,
+                      audio.channels, audio.lead_speaker).start()
         elif name == "stop":
             # Logged, as is the close below: a stop that overruns its wait then shows
             # whether the word came late or the close was slow.
@@ -355,16 +366,28 @@ def _main(config: Config, commands: mp.Queue, status: mp.Queue, log_level: int,
     exit_now(0)   # the room is silent and closed: the piece waits for this process to be gone
 
 
-def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: str):
+def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: str,
+                 edited: bool = False):
     """The pyo server, booted and started on the chosen output, and the words naming that
     output; None when there is none to play on. The first hum of a launch tells the piece
     why (the piece then runs silently, or stops for a device that does not exist); a
     restarted one leaves that to its supervisor."""
-    from .devices import (DeviceNotFound, choose_output, import_pyo, list_output_devices,
-                          quiet_stderr)
+    from .devices import (DeviceNotFound, TooFewChannels, choose_output, import_pyo,
+                          list_output_devices, quiet_stderr, require_channels)
 
     try:
         device = choose_output(config.audio.device, list_output_devices())
+        if device is not None:
+            require_channels(device, config.audio.channels)
+    except TooFewChannels as e:
+        # At launch a mistake to stop for; after a live edit the piece goes on silently,
+        # and the next edit that fits brings the hum back; after a lost output, the
+        # supervisor names it and tries again at its pace.
+        if restarted:
+            exit_now(EXIT_TOO_FEW_CHANNELS)
+        status.put(Status("audio", "silent" if edited else "error",
+                          f"{config.where('audio.channels')}: {e}", time.monotonic()))
+        return None
     except DeviceNotFound as e:
         if not restarted:
             status.put(Status("audio", "error", str(e), time.monotonic()))
@@ -380,7 +403,7 @@ def _open_output(config: Config, status: mp.Queue, restarted: bool, priority: st
     pyo = import_pyo()
     audio = config.audio
     with quiet_stderr():
-        server = pyo.Server(sr=audio.sample_rate, nchnls=2, buffersize=audio.buffer_size,
+        server = pyo.Server(sr=audio.sample_rate, nchnls=audio.channels, buffersize=audio.buffer_size,
                             duplex=0, audio="portaudio", winhost="default")
         server.setOutputDevice(device.index)
         server.deactivateMidi()   # the hum listens to nothing

@@ -9,15 +9,20 @@ in /usr/lib/<multiarch>/alsa-lib, without which pyo cannot reach PulseAudio or P
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import glob
 import io
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Optional
 
 from ..errors import AudioError
 
@@ -70,6 +75,69 @@ class OutputDevice:
     index: int
     name: str
     is_default: bool
+    channels: Optional[int] = None   # the most it takes; None where it cannot be read
+    sink: Optional[str] = None       # the sound server's sink it plays into, if it does
+
+
+class _PaDeviceInfo(ctypes.Structure):
+    """The head of PortAudio's PaDeviceInfo (portaudio.h), as far as the channel counts."""
+    _fields_ = [("structVersion", ctypes.c_int), ("name", ctypes.c_char_p),
+                ("hostApi", ctypes.c_int), ("maxInputChannels", ctypes.c_int),
+                ("maxOutputChannels", ctypes.c_int)]
+
+
+def _portaudio(pyo) -> Optional[ctypes.CDLL]:
+    """The PortAudio library pyo plays through (its wheel carries its own), so device
+    numbers agree with pyo's; None where it cannot be found."""
+    package = os.path.dirname(pyo.__file__)
+    bundled = sorted(glob.glob(os.path.join(package + ".libs", "libportaudio*")) +
+                     glob.glob(os.path.join(package, ".dylibs", "libportaudio*")))
+    path = bundled[0] if bundled else ctypes.util.find_library("portaudio")
+    if path is None:
+        return None
+    library = ctypes.CDLL(path)
+    library.Pa_GetDeviceInfo.restype = ctypes.POINTER(_PaDeviceInfo)
+    return library
+
+
+def _output_channels(pyo, indexes: list[int]) -> dict[int, Optional[int]]:
+    """Each output's channel count, read from PortAudio itself: pyo's own
+    `pa_get_output_max_channels` reads the device's record after closing PortAudio, and
+    gave 0 for an output that plays (pyo 1.1.0)."""
+    library = _portaudio(pyo)
+    if library is None or library.Pa_Initialize() != 0:
+        return {i: None for i in indexes}
+    try:
+        count = library.Pa_GetDeviceCount()
+        return {i: library.Pa_GetDeviceInfo(i).contents.maxOutputChannels if 0 <= i < count
+                else None for i in indexes}
+    finally:
+        library.Pa_Terminate()
+
+
+# ALSA's devices that play into the sound server; PortAudio reports 32 channels for them,
+# whatever the sink behind them has. `default` is one of them where `pulse` is listed.
+_SOUND_SERVER_DEVICES = ("pulse", "pipewire")
+
+
+def default_sink() -> Optional[tuple[str, int]]:
+    """The sound server's default sink and its channel count, from `pactl` (PulseAudio's,
+    which PipeWire's pulse server answers too); None where it cannot tell."""
+    pactl = shutil.which("pactl")
+    if pactl is None:
+        return None
+    try:
+        info, sinks = (json.loads(subprocess.run(
+            [pactl, "-f", "json", *what], capture_output=True, text=True, timeout=5,
+            check=True).stdout) for what in (["info"], ["list", "sinks"]))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    name = info.get("default_sink_name")
+    for sink in sinks:
+        found = re.search(r"(\d+)ch", sink.get("sample_specification", ""))
+        if sink.get("name") == name and found:
+            return name, int(found[1])
+    return None
 
 
 def list_output_devices() -> list[OutputDevice]:
@@ -77,7 +145,14 @@ def list_output_devices() -> list[OutputDevice]:
         pyo = import_pyo()
         names, indexes = pyo.pa_get_output_devices()
         default = pyo.pa_get_default_output() if indexes else -1
-    return [OutputDevice(i, n, i == default) for n, i in zip(names, indexes)]
+        channels = _output_channels(pyo, indexes) if indexes else {}
+    devices = [OutputDevice(i, n, i == default, channels[i]) for n, i in zip(names, indexes)]
+    served = set(_SOUND_SERVER_DEVICES) | ({"default"} if {*names} & {*_SOUND_SERVER_DEVICES}
+                                           else set())
+    if {*names} & served and (sink := default_sink()) is not None:
+        devices = [dataclasses.replace(d, channels=sink[1], sink=sink[0])
+                   if d.name in served else d for d in devices]
+    return devices
 
 
 def probe_output_devices(timeout: float = 30.0) -> list[OutputDevice]:
@@ -121,6 +196,29 @@ def choose_output(wanted: int | str, devices: list[OutputDevice]) -> OutputDevic
                              f"Outputs here: {listing}. Set audio.device in config.yaml to "
                              "one of these, or to default.")
     return match[0]
+
+
+class TooFewChannels(AudioError):
+    pass
+
+
+def require_channels(device: OutputDevice, channels: int) -> None:
+    """Raise TooFewChannels, naming the output and its count, when it cannot take
+    `channels`; an output whose count PortAudio does not tell is given the benefit."""
+    if device.channels is None or device.channels >= channels:
+        return
+    fits = [n for n in (2, 4, 6, 8) if n <= device.channels]
+    fix = (f"set audio.channels to {fits[-1]}" if fits else
+           "this output cannot take a stereo pair either")
+    behind = f", the sound server's sink {device.sink!r}" if device.sink else ""
+    other = (f"give the sink {channels} channels or more with the card's profile (in "
+             "pavucontrol's Configuration tab, e.g. Analog Surround 4.0)" if device.sink else
+             f"choose an output with {channels} or more in audio.device (`permanent "
+             "devices` lists each output's channels)")
+    raise TooFewChannels(f"is {channels}, but the output {device.name!r} (device "
+                         f"{device.index}{behind}) has {device.channels} channel"
+                         f"{'s' * (device.channels != 1)}. {fix[0].upper()}{fix[1:]}, or "
+                         f"{other}.")
 
 
 def sound_server_socket() -> str | None:

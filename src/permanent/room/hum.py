@@ -1,26 +1,45 @@
-"""The hum: a server room synthesized with pyo.
+"""The hum: a server room synthesized with pyo, on 2 to 8 speakers.
 
-    fans ──┐  blade-pass tone and harmonics per fan, slightly detuned so they beat
-    air  ──┼─ Mix ─ Freeverb (the room) ─ Compress (soft limiter) ─ master fade ─ out
-    mains ─┘  50/60 Hz and its harmonics
+    fans ──┐  blade-pass tone and harmonics per fan, each at its place (room/speakers.py)
+    air  ──┼─ Mix ─┬─────────────────────────────── dry ─┐
+    mains ─┘       └─ Freeverb ─ decorrelated per speaker ┴─ Compress ─ master fade ─ out
+                   (on a pair: Freeverb on each side, as the stereo hum always had it)
 
-Every control change goes through `Port`/`SigTo`, so nothing steps: a fan spins up with
-inertia, a fade is a ramp. Build a `Hum` inside a booted pyo Server; the same graph runs
-live (audio_process) and offline (hum_render).
+Fans are point sources, panned between speakers. Moving air is everywhere: each speaker
+gets noise of its own, so the room is wide. Mains hum sits in every speaker alike, and the
+room's reverb, fed by all of it, reaches every speaker, each through its own all-pass
+chain so no two carry the same tail. Every control change goes through `Port`/`SigTo`,
+so nothing steps: a fan spins up with inertia, a fade is a ramp. Build a `Hum` inside a
+booted pyo Server with as many channels; the same graph runs live (audio_process) and
+offline (hum_render).
 """
 
 from __future__ import annotations
 
+import math
+from typing import Optional
+
 from ..config import HumConfig
 from .devices import import_pyo
 from .preset import Preset
+from .speakers import ring_shares, stereo_pans
 
 pyo = import_pyo()
 
+# Two all-pass stages per speaker, with delays no other speaker shares (seconds, prime
+# numbers of tenths of a millisecond), turn one reverb tail into as many that do not
+# correlate; the feedback is kept moderate, as stronger feedback rings and correlates more.
+_DECORRELATING_DELAYS = ((0.0113, 0.0157), (0.0171, 0.0233), (0.0237, 0.0127),
+                         (0.0293, 0.0191), (0.0131, 0.0281), (0.0199, 0.0107),
+                         (0.0311, 0.0167), (0.0073, 0.0251))
+_DECORRELATING_FEEDBACK = 0.5
+_CENTRE = math.sqrt(0.5)   # a constant-power pan's gain at the centre of a pair
+
 
 class Hum:
-    def __init__(self, preset: Preset, settings: HumConfig):
-        self.preset, self.settings = preset, settings
+    def __init__(self, preset: Preset, settings: HumConfig, channels: int = 2,
+                 lead_speaker: Optional[float] = None):
+        self.preset, self.settings, self.channels = preset, settings, channels
         idle = preset.rpm.idle
         self._target_rpm = pyo.Sig(idle)
         # Fan inertia: the controller asks, the blades follow.
@@ -28,37 +47,62 @@ class Hum:
                             falltime=settings.spin_down_seconds, init=idle)
         # How much faster than idle the air is moving: drives noise colour and level.
         self._drive = self.rpm / idle
-        voices = [self._fan(fan) for fan in preset.fans]
+        if channels == 2:
+            places = stereo_pans([fan.pan for fan in preset.fans], lead_speaker)
+        else:
+            places = ring_shares([fan.speaker for fan in preset.fans], preset.speakers,
+                                 channels, lead_speaker)
+        voices = [self._fan(fan, place) for fan, place in zip(preset.fans, places)]
         voices += self._airflow()
         voices.append(self._mains())
-        self._dry = pyo.Mix(voices, voices=2)
-        room = preset.room
-        self._room = pyo.Freeverb(self._dry, size=room.size, damp=room.damping, bal=room.mix)
-        self._limited = pyo.Compress(self._room, thresh=preset.limiter_db, ratio=20,
+        self._dry = pyo.Mix(voices, voices=channels)   # every voice has one stream a speaker
+        self._limited = pyo.Compress(self._room(), thresh=preset.limiter_db, ratio=20,
                                      risetime=0.003, falltime=0.15, lookahead=5.0, knee=0.6)
         self.master = pyo.SigTo(0.0, time=settings.fade_in_seconds, init=0.0)
         self.output = self._limited * self.master
 
-    def _fan(self, fan):
+    def _fan(self, fan, place: float):
         shaft = self.rpm * (fan.detune / 60.0)          # revolutions per second
         blade_pass = shaft * fan.blades
         flutter = pyo.Randi(min=1.0 - fan.flutter, max=1.0, freq=[2.3, 3.7, 5.1])
         partials = [pyo.Sine(freq=blade_pass * (k + 1), mul=fan.level * level * flutter[k % 3])
                     for k, level in enumerate(fan.harmonics)]
-        return pyo.Pan(pyo.Mix(partials, voices=1), outs=2, pan=fan.pan, spread=0.3)
+        tone = pyo.Mix(partials, voices=1)
+        if self.channels == 2:
+            return pyo.Pan(tone, outs=2, pan=place, spread=0.3)
+        return pyo.SPan(tone, outs=self.channels, pan=place)   # between two neighbours
 
     def _airflow(self):
-        air = self.preset.airflow
+        air, n = self.preset.airflow, self.channels
         cutoff = pyo.Pow(self._drive, air.cutoff_follows) * air.cutoff_hz
-        body = pyo.ButLP(pyo.PinkNoise(mul=[air.level, air.level]), freq=cutoff)
-        hiss = pyo.ButBP(pyo.Noise(mul=[air.hiss_level, air.hiss_level]), freq=air.hiss_hz, q=0.7)
+        # One noise generator a speaker: the same noise everywhere would sound mono.
+        body = pyo.ButLP(pyo.PinkNoise(mul=[air.level] * n), freq=cutoff)
+        hiss = pyo.ButBP(pyo.Noise(mul=[air.hiss_level] * n), freq=air.hiss_hz, q=0.7)
         return [body * self._drive, hiss * self._drive]
 
     def _mains(self):
         mains = self.preset.mains
         freqs = [mains.hz * (k + 1) for k in range(len(mains.harmonics))]
         tones = pyo.Sine(freq=freqs, mul=[mains.level * h for h in mains.harmonics])
-        return pyo.Pan(pyo.Mix(tones, voices=1), outs=2, pan=0.5)
+        return pyo.Sig(pyo.Mix(tones, voices=1), mul=[_CENTRE] * self.channels)
+
+    def _room(self):
+        """The dry sound at each speaker and the reverb of the whole room at all of them."""
+        room, n = self.preset.room, self.channels
+        if n == 2:
+            # A pair's fans are panned, not placed: each side's reverb of its own sound
+            # already holds the whole room, as the stereo hum has always had it.
+            return pyo.Freeverb(self._dry, size=room.size, damp=room.damping, bal=room.mix)
+        # The sum of n speakers scaled so a diffuse sound (the air) keeps its level.
+        whole = pyo.Mix(self._dry, voices=1, mul=1.0 / math.sqrt(n))
+        tail = pyo.Freeverb(whole, size=room.size, damp=room.damping, bal=1.0)
+        delays = _DECORRELATING_DELAYS[:n]
+        first = pyo.Allpass(tail, delay=[d[0] for d in delays],
+                            feedback=_DECORRELATING_FEEDBACK, maxdelay=0.05)
+        tails = pyo.Allpass(first, delay=[d[1] for d in delays],
+                            feedback=_DECORRELATING_FEEDBACK, maxdelay=0.05)
+        self._reverb_parts = (whole, tail, first, tails)   # pyo plays what is referenced
+        return self._dry * (1.0 - room.mix) + tails * room.mix
 
     # -- commands ---------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from ..config import HumConfig
 from .devices import import_pyo
@@ -26,17 +26,17 @@ class HumCommand:
 
 def render_hum(preset: Preset, settings: HumConfig, commands: Iterable[HumCommand], seconds: float,
                path: Path, sample_rate: int = 48000, buffer_size: int = 256,
-               seed: int = 1) -> Path:
+               seed: int = 1, channels: int = 2, lead_speaker: Optional[float] = None) -> Path:
     pyo = import_pyo()
     from .hum import Hum
 
-    server = pyo.Server(sr=sample_rate, nchnls=2, buffersize=buffer_size, duplex=0,
+    server = pyo.Server(sr=sample_rate, nchnls=channels, buffersize=buffer_size, duplex=0,
                         audio="manual").boot()
     try:
         server.setGlobalSeed(seed)   # the same noise every time, however many renders ran before
         # 32-bit integer WAV: exact, and readable by Python's own `wave` module.
         server.recordOptions(filename=str(path), fileformat=0, sampletype=2)
-        hum = Hum(preset, settings)
+        hum = Hum(preset, settings, channels, lead_speaker)
         server.start()
         hum.start()
         server.recstart()

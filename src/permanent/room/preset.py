@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 from ..config import HumConfig
 from ..errors import ConfigError
@@ -29,7 +29,10 @@ class Fan:
     blades: int = bounded(7, ge=2, le=32)
     detune: float = bounded(1.0, ge=0.5, le=2.0)      # speed ratio to the controller's RPM
     level: float = bounded(0.1, ge=0.0, le=1.0)
-    pan: float = bounded(0.5, ge=0.0, le=1.0)          # 0 left, 1 right
+    # Where it sounds (room/speakers.py): on a stereo pair, 0 left to 1 right; on a ring
+    # of more speakers, a speaker's number or a point between two (2.5). None: spread.
+    pan: Optional[float] = bounded(None, ge=0.0, le=1.0)
+    speaker: Optional[float] = bounded(None, ge=1.0, le=9.0)
     harmonics: list[float] = field(default_factory=lambda: [1.0, 0.35, 0.12])
     flutter: float = bounded(0.15, ge=0.0, le=1.0)     # depth of turbulent amplitude wobble
 
@@ -61,6 +64,7 @@ class Room:
 class Preset:
     description: str = ""
     rpm: FanSpeeds = field(default_factory=FanSpeeds)
+    speakers: int = bounded(4, ge=3, le=8)   # the ring the fans' `speaker` numbers are for
     fans: list[Fan] = field(default_factory=lambda: [Fan()])
     airflow: Airflow = field(default_factory=Airflow)
     mains: Mains = field(default_factory=Mains)
@@ -70,6 +74,19 @@ class Preset:
     def validate(self):
         if not self.fans:
             return "fans", "needs at least one fan."
+        for key in ("pan", "speaker"):
+            given = [getattr(fan, key) is not None for fan in self.fans]
+            if any(given) and not all(given):
+                return "fans", (f"fans[{given.index(not given[0])}] has no {key} while "
+                                f"fans[0] {'has' if given[0] else 'has none'}: give every "
+                                f"fan a {key}, or none (then they spread evenly).")
+        beyond = [i for i, fan in enumerate(self.fans)
+                  if fan.speaker is not None and fan.speaker >= self.speakers + 1]
+        if beyond:
+            return "fans", (f"fans[{beyond[0]}].speaker is {self.fans[beyond[0]].speaker}, "
+                            f"past the last of the preset's {self.speakers} speakers; use "
+                            f"1 up to {self.speakers} (or between, e.g. {self.speakers}.5 "
+                            "for between the last and the first), or raise speakers.")
         return None
 
     @property

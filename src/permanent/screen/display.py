@@ -131,22 +131,50 @@ def load_font(settings: DisplayConfig, pixel_size: int, base_dir: Path = Path(".
                        "the piece's own typeface.")
 
 
+def page_size(size: tuple[int, int], rotation: int) -> tuple[int, int]:
+    """The page as the visitor sees it on a screen turned by `rotation` degrees: on its
+    side (90, 270), the window's width is the page's height."""
+    width, height = size
+    return (height, width) if rotation in (90, 270) else (width, height)
+
+
 class PageView:
-    """Lays out and draws one page of text on a surface of a given size."""
+    """Lays out and draws one page of text on a surface of a given size.
+
+    On a screen turned by `display.rotation`, the page is set for the size the visitor
+    sees. Each line is turned once, when it is rendered, and every rectangle of the page
+    (a line, the caret, the clip) is placed where it falls on the turned window: the
+    frame costs what an upright one does, and is the upright page turned, pixel for pixel."""
 
     def __init__(self, settings: DisplayConfig, size: tuple[int, int], base_dir: Path = Path(".")):
         self.settings, self.base_dir = settings, base_dir
-        width, height = size
-        self.margin = round(settings.margin * height)
-        self.font = load_font(settings, max(8, round(settings.font_size * height)), base_dir)
+        self.size = size
+        self.page_size = width, height = page_size(size, settings.rotation)
+        # Type and margins follow the page's shorter side: its height on a landscape
+        # screen, its width on a portrait one, where the height would make lines of a word.
+        short_side = min(width, height)
+        self.margin = round(settings.margin * short_side)
+        self.font = load_font(settings, max(8, round(settings.font_size * short_side)), base_dir)
         self.line_height = round(self.font.get_linesize() * settings.line_spacing)
         self.area = pygame.Rect(self.margin, self.margin,
                                 width - 2 * self.margin, height - 2 * self.margin)
         self.visible_lines = max(1, self.area.height // self.line_height)
         self.page = Page(self.area.width, lambda text: self.font.size(text)[0])
-        self._rendered: dict[int, tuple[str, pygame.Surface]] = {}
+        self._rendered: dict[int, tuple[str, pygame.Surface, tuple[int, int]]] = {}
         self._scroll_from = self._scroll_to = 0.0    # pixels scrolled, eased between
         self._scroll_started = 0.0
+
+    def _turned(self, upright: pygame.Surface) -> pygame.Surface:
+        # pygame turns counterclockwise: on a screen turned clockwise as far, it reads upright.
+        rotation = self.settings.rotation
+        return pygame.transform.rotate(upright, rotation) if rotation else upright
+
+    def _on_window(self, x: int, y: int, w: int, h: int) -> pygame.Rect:
+        """Where a rectangle of the upright page falls on the turned window."""
+        width, height = self.page_size
+        return {0: pygame.Rect(x, y, w, h), 90: pygame.Rect(y, width - x - w, h, w),
+                180: pygame.Rect(width - x - w, height - y - h, w, h),
+                270: pygame.Rect(height - y - h, x, h, w)}[self.settings.rotation]
 
     def append(self, text: str, now: float) -> None:
         self.page.append(text)
@@ -171,13 +199,15 @@ class PageView:
         progress = (now - self._scroll_started) / duration if duration > 0 else 1.0
         return self._scroll_from + (self._scroll_to - self._scroll_from) * ease_in_out(progress)
 
-    def _line_surface(self, index: int) -> pygame.Surface:
+    def _line_surface(self, index: int) -> tuple[pygame.Surface, tuple[int, int]]:
+        """Line `index` rendered and turned, and its size on the upright page."""
         text = self.page.lines[index]
         cached = self._rendered.get(index)
         if cached is None or cached[0] != text:   # only the last line ever changes
-            cached = (text, self.font.render(text, True, self.settings.text_colour))
+            upright = self.font.render(text, True, self.settings.text_colour)
+            cached = (text, self._turned(upright), upright.get_size())
             self._rendered[index] = cached
-        return cached[1]
+        return cached[1], cached[2]
 
     def draw(self, surface: pygame.Surface, now: float, opacity: float = 1.0,
              writing: bool = False) -> None:
@@ -189,12 +219,12 @@ class PageView:
         offset = self.scroll_offset(now)
         first = max(0, int(offset // self.line_height))
         last = min(len(self.page.lines), first + self.visible_lines + 2)
-        surface.set_clip(self.area)
+        surface.set_clip(self._on_window(*self.area))
         for index in range(first, last):
             y = self.area.top + index * self.line_height - offset
-            line = self._line_surface(index)
+            line, (width, height) = self._line_surface(index)
             line.set_alpha(alpha)
-            surface.blit(line, (self.area.left, round(y)))
+            surface.blit(line, self._on_window(self.area.left, round(y), width, height))
         if writing:
             self._draw_caret(surface, now, offset, alpha)
         surface.set_clip(None)
@@ -209,10 +239,12 @@ class PageView:
         y = self.area.top + last * self.line_height - offset
         breath = 0.5 + 0.5 * math.sin(2 * math.pi * now / self.CARET_BREATH_SECONDS)
         width = max(2, round(self.font.get_height() * 0.06))
-        caret = pygame.Surface((width, self.font.get_ascent()))
+        height = self.font.get_ascent()   # top to baseline
+        caret = pygame.Surface(self._on_window(0, 0, width, height).size)
         caret.fill(self.settings.text_colour)
         caret.set_alpha(round(alpha * (0.33 + 0.33 * breath)))
-        surface.blit(caret, (min(x, self.area.right - width), round(y)))   # top to baseline
+        surface.blit(caret, self._on_window(min(x, self.area.right - width), round(y),
+                                            width, height))
 
 
 THUMBNAIL_WIDTH = 320   # pixels: a phone's status page, not a copy of the screen
