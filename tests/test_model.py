@@ -15,6 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def write(source, **text_settings):
+    """One pass of the loop itself: one draft, each token shown as it is sampled."""
+    text_settings.setdefault("drafts", 1)
     generator = load_generator(source, ModelConfig(), TextConfig(seed=7, **text_settings))
     calls, step = [], generator.forward.step
     generator.forward.step = lambda token: calls.append(1) or step(token)
