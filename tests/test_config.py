@@ -72,6 +72,7 @@ def test_values_are_read(tmp_path):
     ("pacing: 3\n", 1, "pacing", "expected a section of keys"),
     ("hum:\n  volume: 0.5\n  volume: 0.6\n", 3, "hum.volume", "appears twice"),
     ("text:\n  temperature: .nan\n", 2, "text.temperature", "must be a number (got nan)"),
+    ("hum:\n  volume: 1" + "0" * 400 + "\n", 2, "hum.volume", "too large a number"),
     ("text:\n  drafts: 9\n", 2, "text.drafts", "at most 8"),
     ("text:\n  draft_by: word\n", 2, "text.draft_by", "sentence"),
     ("text:\n  openings: ['', ' ']\n", 2, "text.openings", "write []"),

@@ -38,8 +38,10 @@ def wait_for_status(status, kind: str, timeout: float = 120.0) -> Status:
 
 def test_a_burst_of_100_settings_applies_the_last(tiny_model, tmp_path):
     config = tmp_path / "config.yaml"
+    # A short opening of its own: the piece's are whole sentences, shown whole however
+    # short a pass is asked to be.
     config.write_text(f"model:\n  name: {tiny_model}\ntext:\n  min_tokens: 150\n"
-                      "  max_tokens: 200\n  seed: 1\n")
+                      "  max_tokens: 200\n  seed: 1\n  openings: ['A fan.']\n")
     settings = load_config(config)
     status = SPAWN.Queue()
     model = ModelSupervisor(settings, status).start()

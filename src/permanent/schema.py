@@ -210,7 +210,11 @@ def _value(tp, node, path, source, loader):
             raise _Fail(node, f"expected {_describe(tp)}, got {_got(node)}.")
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise _Fail(node, f"{_got(node)} is too large a number. Write {_describe(tp)}.") \
+                from None
     if (tp in (int, float) and isinstance(value, bool)) or not isinstance(value, tp):
         raise _Fail(node, f"expected {_describe(tp)}, got {_got(node)}.")
     return value
