@@ -153,3 +153,33 @@ def test_pyo_imported_through_the_package_prints_nothing(code):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
+
+
+MACHINE_JSON = ("import json; from permanent.measure.machine import describe_machine, "
+                "machine_line; m = describe_machine(); print(json.dumps([m, machine_line(m)]))")
+
+
+def machine_under(capability: str | None) -> tuple[dict, str]:
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    if capability:
+        env["ATEN_CPU_CAPABILITY"] = capability
+    done = subprocess.run([sys.executable, "-c", MACHINE_JSON], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return tuple(json.loads(done.stdout))
+
+
+def test_the_bench_names_the_cpu_and_whether_torch_kernels_are_native_or_forced():
+    flags = set(open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split())
+    machine, line = machine_under(None)
+    assert machine["cpu_family"] and f"family {machine['cpu_family']}" in machine["cpu_model"]
+    assert machine["avx2"] == ("avx2" in flags) and machine["avx512"] == ("avx512f" in flags)
+    assert machine["torch_kernels"] == "native" and not machine["simulated"]
+    assert machine["torch_cpu_capability"] == machine["native_cpu_capability"]
+    assert line.startswith(machine["cpu_model"]) and line.endswith("kernels (native)")
+    # The lowest build is below every x86-64 CPU's own: forced, and said to be a simulation.
+    forced, line = machine_under("default")
+    assert forced["torch_cpu_capability"] == "DEFAULT" and forced["simulated"]
+    assert forced["torch_kernels"] == ("forced by ATEN_CPU_CAPABILITY=default: a simulation "
+                                       f"on a {machine['native_cpu_capability']} CPU")
+    assert line.endswith(f"({forced['torch_kernels']})")

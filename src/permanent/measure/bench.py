@@ -392,6 +392,9 @@ def report(measure: Callable[[dict], dict], show: Callable[[dict], None], as_jso
     machine = describe_machine()
     print(f"{title}, {time.strftime('%Y-%m-%d')}, {machine_line(machine)}", flush=True)
     show(measure(machine))
+    # Said again at the end, where a reader of the figures looks: which CPU, and whether
+    # torch's kernels were its own or a simulation.
+    print(f"  measured on       {machine_line(machine)}", flush=True)
     return 0
 
 
