@@ -82,17 +82,52 @@ def test_inputs_on_the_8_bit_grid_give_the_exact_products(one_thread):
                           rtol=1e-5, atol=1e-5)
 
 
-def test_a_packed_layer_runs_on_it_when_one_thread_multiplies(one_thread):
+def test_a_packed_layer_runs_on_it_on_any_thread_count(torch_threads, torch_on_avx2):
     layer = torch.nn.Linear(576, 960, bias=True)
-    packed = PackedLinear([layer], "int4")
-    assert packed.kernel == "own" and packed.kernel_note is None
     x = torch.randn(2, 576)
     exact = layer(x).detach()
-    assert float((packed(x) - exact).norm() / exact.norm()) < 0.1   # int4's own rounding
-    torch.set_num_threads(2)
-    shared = PackedLinear([layer], "int4")
-    assert shared.kernel == "torch"
-    assert shared.kernel_note == "torch runs on 2 threads and this kernel on one"
+    for threads in (1, 2, 3):
+        torch_threads(threads)
+        packed = PackedLinear([layer], "int4")
+        assert packed.kernel == "own" and packed.kernel_note is None
+        assert float((packed(x) - exact).norm() / exact.norm()) < 0.1   # int4's own rounding
+
+
+@pytest.mark.parametrize("rows, in_features, out_features", [
+    (1, 576, 960), (1, 1536, 576), (1, 576, 49152), (5, 576, 3072), (1, 64, 40), (2, 64, 7)])
+def test_rows_shared_among_threads_give_one_thread_s_result_to_the_bit(
+        torch_on_avx2, rows, in_features, out_features):
+    """Each output is computed by the same code whichever thread claims it, so any thread
+    count, and a pool grown by an earlier call, gives exactly the one-thread result; and
+    that result is as close to float64 as the products test asks of one thread."""
+    (weight, scales), exact_weights = grid_weights(out_features, in_features, seed=4)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(rows, in_features, generator=generator)
+    residual = torch.randn(rows, out_features, generator=generator)
+    alone = int4_kernel.linear(x, weight, scales, residual, threads=1)
+    exact = residual.double() + x.double() @ exact_weights.T
+    bf16 = residual.double() + x.bfloat16().double() @ exact_weights.T
+    error = lambda y: float((y.double() - exact).norm() / (exact - residual.double()).norm())
+    assert error(alone) < error(bf16) / 20
+    for threads in (2, 4, 3, 2, 8):   # growing the pool, then asking fewer of it
+        for _ in range(20):           # calls in a row, as a token's are
+            shared = int4_kernel.linear(x, weight, scales, residual, threads=threads)
+            assert torch.equal(shared, alone), threads
+
+
+def test_the_threads_follow_torch_s_thread_count(torch_threads, torch_on_avx2):
+    (weight, scales), _ = grid_weights(3072, 576, seed=6)
+    x = torch.randn(1, 576)
+    alone = int4_kernel.linear(x, weight, scales, threads=1)
+    torch_threads(2)
+    assert torch.equal(int4_kernel.linear(x, weight, scales), alone)
+    # Calls from two threads at once take turns on the pool, each with its own result.
+    from concurrent.futures import ThreadPoolExecutor
+    inputs = [torch.randn(1, 576) for _ in range(8)]
+    expected = [int4_kernel.linear(one, weight, scales, threads=1) for one in inputs]
+    with ThreadPoolExecutor(4) as callers:
+        got = list(callers.map(lambda one: int4_kernel.linear(one, weight, scales), inputs * 25))
+    assert all(torch.equal(a, b) for a, b in zip(got, expected * 25))
 
 
 def test_torch_s_avx_512_kernel_is_kept_where_it_runs(monkeypatch, one_thread):

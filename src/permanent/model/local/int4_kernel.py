@@ -56,7 +56,7 @@ log = logging.getLogger("permanent.generator")
 BLOCK = 32
 PAIR = 2 * BLOCK   # the kernel reads two blocks a step: inputs must be whole pairs
 SOURCE = Path(__file__).with_name("int4_kernel.c")
-FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-pthread", "-shared", "-fPIC")
 
 
 def _cpu_lacks() -> str | None:
@@ -172,7 +172,8 @@ def _load(library: Path) -> tuple[ctypes.CDLL | None, str | None]:
     except (OSError, AttributeError) as e:   # not a library, or not this one
         return None, f"{library} could not be loaded: {e}"
     function.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                         ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+                         ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                         ctypes.c_int]
     function.restype = ctypes.c_int
     return loaded, None
 
@@ -229,8 +230,10 @@ def pack(levels: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor):
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor,
-           residual: torch.Tensor | None = None) -> torch.Tensor:
-    """x (rows, in) W^T (+ residual), float32 (rows, out)."""
+           residual: torch.Tensor | None = None, threads: int | None = None) -> torch.Tensor:
+    """x (rows, in) W^T (+ residual), float32 (rows, out), the outputs shared among
+    `threads` threads (default: torch's, as model.threads set them). Any thread count
+    gives the same result, to the bit."""
     library = _library()[0]
     x = x.float().contiguous()
     rows, in_features = x.shape
@@ -240,6 +243,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor,
         residual = residual.float().contiguous()
     if library.int4_linear(x.data_ptr(), rows, in_features, weight.data_ptr(),
                            scales.data_ptr(), out_features,
-                           None if residual is None else residual.data_ptr(), y.data_ptr()) != 0:
+                           None if residual is None else residual.data_ptr(), y.data_ptr(),
+                           threads or torch.get_num_threads()) != 0:
         raise MemoryError(f"int4 kernel: no memory to round {rows} input rows")
     return y

@@ -82,12 +82,10 @@ def own_kernel_unavailable(in_features: int) -> str | None:
     That kernel is for CPUs where torch runs its AVX2 kernels: there it runs the piece's
     loop, and larger models, faster than torch's int4 kernel does. torch's AVX-512 build
     of its own kernel was as fast for the embedded model and faster for larger ones (its
-    bytes reach the core sooner), so it is kept where it runs. The project's kernel runs
-    on one thread: where torch is given more, its own kernel shares the rows out instead."""
+    bytes reach the core sooner), so it is kept where it runs. The project's kernel
+    shares its rows among as many threads as torch is given, so it runs on any count."""
     if in_features % int4_kernel.PAIR:
         return f"{in_features} inputs are not whole pairs of {int4_kernel.BLOCK}-input blocks"
-    if (threads := torch.get_num_threads()) != 1:
-        return f"torch runs on {threads} threads and this kernel on one"
     if torch_has_avx512():
         return "torch's AVX-512 build of it runs here"
     return int4_kernel.why_unavailable()
