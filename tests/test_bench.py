@@ -37,12 +37,14 @@ def test_the_anchor_runs_llama_cpp_and_the_loop_in_turns():
     """The embedded model's GGUF and voice through llama.cpp, a pass each in turn with the
     piece's loop; the ratio is the median of the rounds'."""
     config = dataclasses.replace(Config(), text=TextConfig(seed=3, min_tokens=20, max_tokens=30))
-    row = measure_anchor(config, rounds=2, tokens=30)
-    assert "error" not in row, row
-    assert row["voice"] and row["rounds"] == 2 and 0 < row["tokens"] <= 60
-    assert row["tokens_per_second"] > 0 and row["piece_tokens_per_second"] > 0
-    low, high = row["ratio_range"]
-    assert 0 < low <= row["ratio"] <= high
+    anchor = measure_anchor(config, rounds=2, tokens=30, threads=[1, 2])
+    assert "error" not in anchor, anchor
+    assert [row["threads"] for row in anchor["rows"]] == [1, 2]
+    for row in anchor["rows"]:
+        assert row["voice"] and row["rounds"] == 2 and 0 < row["tokens"] <= 60
+        assert row["tokens_per_second"] > 0 and row["piece_tokens_per_second"] > 0
+        low, high = row["ratio_range"]
+        assert 0 < low <= row["ratio"] <= high
 
 
 def test_variants_report_speed_and_how_far_each_moves_the_entropy(tiny_config):
@@ -84,7 +86,7 @@ sys.exit(main(["bench", "--json", "--warm-only"]))
 MODE_JSON = """
 import sys
 import permanent.measure.{module} as measured
-measured.measure_{mode} = lambda config: print("a library's words") or {{"stubbed": True}}
+measured.measure_{mode} = lambda config, **options: print("a library's words") or {{"stubbed": True}}
 from permanent.cli import main
 sys.exit(main(["bench", "{mode}", "--json"]))
 """
@@ -103,7 +105,7 @@ def test_a_bench_mode_measures_only_itself(mode):
 # Each mode's own options, then one that belongs to another mode or to the standard set.
 OWN_AND_FOREIGN = [
     (["bench", "--warm-only", "--variants"], ["--no-hog"]),
-    (["bench", "anchor"], ["--warm-only"]),
+    (["bench", "anchor", "--rounds", "2", "--threads", "1,2"], ["--warm-only"]),
     (["bench", "shapes"], ["--variants"]),
     (["bench", "soak", "--seconds", "5", "--no-hog"], ["--tokens", "5"]),
     (["bench", "entropy", "--tokens", "5", "--top-k", "3", "--seed", "1"], ["--clients", "1"]),

@@ -26,6 +26,7 @@ from collections import OrderedDict
 import torch
 from torch.nn import functional as F
 
+from . import decode_step
 from .kernels import Packing
 from .weight_packing import PackedLinear, output_packing
 
@@ -127,6 +128,10 @@ class CompactLlama:
         self.tokens = torch.empty(0, dtype=torch.long, device=self.device)  # what the cache holds
         # (all ids, keep) -> (keys and values past the prompt, logits): see `prefill`.
         self.openings: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        # A token through every layer in one C call, where every layer is on the
+        # project's kernel; else torch's calls below (`unfit` says why).
+        self.c_step_unfit = decode_step.unfit(self)
+        self.c_step = decode_step.DecodeStep(self) if self.c_step_unfit is None else None
 
     def to_tensors(self) -> tuple[dict, dict]:
         """Every tensor it holds, and what they are, for `warm_start` to keep on disk."""
@@ -231,6 +236,11 @@ class CompactLlama:
         """Logits (keep, vocab), float32, after reading (1, count) ids."""
         count, start = ids.shape[1], self.length
         end = start + count
+        if count == 1 and self.c_step is not None:
+            x = F.embedding(ids[0], self.embed).float()
+            self.c_step(x, self.cache, start)
+            self.tokens = torch.cat([self.tokens, ids[0]])
+            return self.head.wide(self._norm(self.norm, x))
         turns = self.rotary[start:end, None]               # (count, 1, pairs)
         queries = self.heads * self.head_dim
         rotated = queries + self.kv_heads * self.head_dim

@@ -24,7 +24,7 @@ from .sampling import TokenSampler
 from ..voice.adapter import BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice, read_corpus, resolve_voice
 from ...lifecycle import release_freed_memory
 from ..voice import prompt as voice
-from . import kernels, warm_start
+from . import int4_kernel, kernels, warm_start
 
 log = logging.getLogger("permanent.generator")
 def pick_device(wanted: str) -> torch.device:
@@ -85,7 +85,9 @@ class LocalGenerator:
         self.label = source.label
         self.text: TextConfig | None = None
         self.tokens_sampled = 0   # every token the model produced, shown or not
-        torch.set_num_threads(pick_threads(model_settings.threads))
+        self.threads = pick_threads(model_settings.threads)
+        int4_kernel.set_threads(None)   # torch's count, until the model is known
+        torch.set_num_threads(self.threads)
         self.device = pick_device(model_settings.device)
         packing = choose_packing(model_settings, source.embedded, self.device)
         dtype = activation_dtype(model_settings, packing)
@@ -108,6 +110,11 @@ class LocalGenerator:
             self.vocab_size, self.warm_kept = meta["vocab_size"], True
         else:
             self._load(source, model_settings, packing, dtype, voice_folder)
+        if getattr(self.forward, "c_step", None) is not None:
+            # Its tokens run on the kernel's threads alone: torch's own pool, spinning on
+            # the same cores between its calls, took a quarter of the speed away from both.
+            int4_kernel.set_threads(self.threads)
+            torch.set_num_threads(1)
         self.update_text(text)
 
     def _load(self, source: ModelSource, model_settings: ModelConfig, packing, dtype,

@@ -26,7 +26,7 @@ Packing = Literal["float", "int8", "int4", "int4+int8"]
 INT4_GROUP = 32   # inputs per scale and minimum in torch's int4 kernel: a GGUF's Q4_1 block
 # The code of the choice and of the project's kernel: a warm start laid out by other code
 # must not be read.
-CODE = (Path(__file__), Path(int4_kernel.__file__), int4_kernel.SOURCE)
+CODE = (Path(__file__), Path(int4_kernel.__file__), *int4_kernel.SOURCES)
 # Whether the kernel for (packing, kernel, in_features, out_features) works on this CPU:
 # None, or why not. Its result depends on the shape and the CPU, not on the weights.
 _KERNEL_CHECKED: dict[tuple[str, str, int, int], str | None] = {}
