@@ -104,15 +104,15 @@ def test_a_pass_reuses_the_prompt_it_shares_with_the_last_one(embedded):
 @pytest.mark.parametrize("threads, int4_kernel", [(1, "own"), (2, "own"), (2, "torch")])
 @torch.inference_mode()
 def test_packed_weights_barely_move_the_embedded_models_entropy(embedded, torch_threads,
-                                                                torch_on_avx2, monkeypatch,
+                                                                monkeypatch,
                                                                 threads, int4_kernel):
     """int4 restores the model's own 4-bit grid, on either kernel (the project's rounds
     each input to 8 bits per block of 32, torch's to bfloat16); int8 rounds each row of
     weights to 255 levels."""
     model, ids = embedded
     torch_threads(threads)
-    if int4_kernel == "torch":   # as where torch's AVX-512 build runs: torch's kernel is kept
-        monkeypatch.setattr(kernels, "torch_has_avx512", lambda: True)
+    if int4_kernel == "torch":   # as where the project's cannot be built
+        monkeypatch.setattr(kernels.int4_kernel, "why_unavailable", lambda: "no C compiler")
     reference = reference_logits(model, ids)
     assert CompactLlama(model, "int4").head.kernel == int4_kernel
     # About twice the KL and the entropy moved that each measured (docs/int4-kernel.md):
@@ -131,7 +131,7 @@ def test_packed_weights_barely_move_the_embedded_models_entropy(embedded, torch_
 @pytest.mark.parametrize("threads", [1, 2])
 @torch.inference_mode()
 def test_a_token_s_layers_in_one_c_call_give_the_torch_path_s_distribution(
-        embedded_model, embedded, torch_threads, torch_on_avx2, threads):
+        embedded_model, embedded, torch_threads, threads):
     """The C step (decode_step.c) against the torch path over the same packed weights and
     voice, teacher-forced: the same distribution but for float rounding, and against
     float32 transformers with the voice merged exactly, within the KL and entropy the
@@ -250,7 +250,7 @@ def two_layer_llama(intermediate_size: int):
                                         num_attention_heads=4, num_key_value_heads=2)).eval()
 
 
-def test_layers_of_a_shape_the_kernels_cannot_take_are_counted(torch_threads, torch_on_avx2):
+def test_layers_of_a_shape_the_kernels_cannot_take_are_counted(torch_threads):
     model = two_layer_llama(intermediate_size=48)
     torch_threads(1)
     _, words = open_runtime(model, ModelConfig(), "int4")
@@ -306,14 +306,14 @@ def test_a_rotary_the_compact_decoder_cannot_turn_runs_through_transformers():
 
 
 def test_runtime_follows_the_config(embedded_model, tmp_path, monkeypatch):
-    for avx512, words in [(False, "compact decoder (a token's layers in one C call), int4 "
-                                  "weights (the project's int4 kernel), bfloat16"),
-                          (True, "compact decoder, int4 weights (torch's int4 kernel: torch's "
-                                 "AVX-512 build of it runs here), bfloat16")]:
-        monkeypatch.setattr(kernels, "torch_has_avx512", lambda: avx512)
+    for lacks, words in [(None, "compact decoder (a token's layers in one C call), int4 "
+                                "weights (the project's int4 kernel), bfloat16"),
+                         ("no C compiler", "compact decoder, int4 weights (torch's int4 "
+                                           "kernel: no C compiler), bfloat16")]:
+        monkeypatch.setattr(kernels.int4_kernel, "why_unavailable", lambda: lacks)
         embedded = load_generator(embedded_model, ModelConfig(threads=1), TextConfig())
         assert embedded.runtime.removesuffix(" (warm start)") == words
-    monkeypatch.setattr(kernels, "torch_has_avx512", lambda: False)
+    monkeypatch.undo()
     on_two = load_generator(embedded_model, ModelConfig(threads=2), TextConfig())
     assert on_two.runtime.removesuffix(" (warm start)") == ("compact decoder (a token's "
         "layers in one C call), int4 weights (the project's int4 kernel), bfloat16")
