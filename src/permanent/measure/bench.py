@@ -489,8 +489,16 @@ def _print_results(results: dict, config: Config) -> None:
 def _print_shapes(s: dict) -> None:
     for row in s["rows"]:
         print(f"  shape {row['shape']:<11} " + (row["error"] if "error" in row else
-              f"{row['tokens_per_second']} tokens/s, peak {row['peak_rss_mib']} MiB, "
-              f"loaded in {row['load_seconds']} s ({row['runtime']}, random weights)"))
+              f"{row['tokens_per_second']} tokens/s on {row['threads']} thread(s), peak "
+              f"{row['peak_rss_mib']} MiB, loaded in {row['load_seconds']} s "
+              f"({row['runtime']}, random weights)"))
+        if "ratio" in row:
+            print(f"    llama.cpp beside  {row['llama_cpp_tokens_per_second']} tokens/s on the "
+                  f"same weights as GGUF, a pass each in turn, {row['rounds']} rounds; the "
+                  f"loop / llama.cpp = {row['ratio']} (median; rounds "
+                  f"{row['ratio_range'][0]}-{row['ratio_range'][1]})")
+        elif row.get("llama_cpp"):
+            print(f"    llama.cpp beside  {row['llama_cpp']}")
     print(f"  largest shape     sustaining {s['pacing_tokens_per_second']} tokens/s here: "
           f"{s['largest_sustaining_pacing'] or 'none'}")
 
