@@ -183,7 +183,7 @@ def test_the_bench_names_the_cpu_and_whether_torch_kernels_are_native_or_forced(
     forced, line = machine_under("default")
     assert forced["torch_cpu_capability"] == "DEFAULT" and forced["simulated"]
     assert forced["torch_kernels"] == ("forced by ATEN_CPU_CAPABILITY=default: a simulation "
-                                       f"on a {machine['native_cpu_capability']} CPU")
+                                       f"on a CPU with {machine['native_cpu_capability']}")
     assert line.endswith(f"({forced['torch_kernels']})")
 
 

@@ -39,14 +39,14 @@ def native_capability(flags: set[str] | None) -> str | None:
 
 
 def kernels_origin(in_use: str, native: str | None, forced: str | None) -> str:
-    """'native', 'forced by ATEN_CPU_CAPABILITY=avx2: a simulation on a AVX512 CPU' (its
+    """'native', 'forced by ATEN_CPU_CAPABILITY=avx2: a simulation on a CPU with AVX512' (its
     memory, caches and clock stay its own), or why else the kernels are not native."""
     if native is None:
         return "unknown (the CPU's flags could not be read)"
     if in_use == native:
         return "native"
     if forced:
-        return f"forced by ATEN_CPU_CAPABILITY={forced}: a simulation on a {native} CPU"
+        return f"forced by ATEN_CPU_CAPABILITY={forced}: a simulation on a CPU with {native}"
     return f"below the CPU's {native}, though ATEN_CPU_CAPABILITY is not set"
 
 
