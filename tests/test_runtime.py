@@ -173,6 +173,25 @@ def test_a_token_s_layers_in_one_c_call_give_the_torch_path_s_distribution(
         assert kl < 0.0045 and shift < 0.008   # the project's kernel's limits above
 
 
+@torch.inference_mode()
+def test_the_c_step_on_any_thread_count_gives_one_thread_s_logits_to_the_bit(embedded):
+    """Its products share rows and its attention shares heads among the threads, each
+    computed by the same code whichever thread takes it."""
+    model, ids = embedded
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            int4_kernel.set_threads(threads)
+            decoder = CompactLlama(model, "int4")   # afresh: nothing of the last run cached
+            assert decoder.c_step is not None, decoder.c_step_unfit
+            decoder.prefill(ids[:, :10], ids.shape[1], keep=1)
+            runs.append(torch.stack([decoder.step(ids[:, i:i + 1])
+                                     for i in range(10, ids.shape[1])]))
+    finally:
+        int4_kernel.set_threads(None)
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+
+
 def test_int4_packing_is_exact_for_weights_already_on_a_4_bit_grid():
     torch.manual_seed(1)
     out_features, in_features = 48, 4 * INT4_GROUP

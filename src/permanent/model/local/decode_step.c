@@ -17,6 +17,7 @@
 
 int int4_linear(const float *x, int m, int k, const uint8_t *w, const uint16_t *w_scales,
                 int n, const float *residual, float *y, int threads);
+void shared_runs(void (*work)(void *context, int run), void *context, int runs, int threads);
 
 /* One packed matrix as int4_linear reads it, and the voice beside it: y += (x A^T) B^T
  * with A^T (in, rank) and B^T (rank, out), each contiguous; rank 0 for none. */
@@ -105,6 +106,23 @@ static void attend(const float *q, const float *keys, const float *values, int l
         add_scaled(out, values + (size_t)t * head_dim, scores[t] / total, head_dim);
 }
 
+/* One layer's attention, a query head a run (shared among the threads like a product's
+ * rows): each head reads its group's keys and values and writes its own output. */
+struct attention {
+    const float *qkv, *keys, *values;
+    float *scores, *attended;   /* scores: `length` floats a head */
+    size_t capacity;
+    int head_dim, group, length;
+};
+
+static void attend_head(void *context, int head) {
+    const struct attention *a = context;
+    const size_t held = (size_t)(head / a->group) * a->capacity * a->head_dim;
+    attend(a->qkv + (size_t)head * a->head_dim, a->keys + held, a->values + held, a->length,
+           a->head_dim, a->scores + (size_t)head * a->length,
+           a->attended + (size_t)head * a->head_dim);
+}
+
 /* x (hidden): the residual stream of the token at `position`, taken through every layer
  * in place. cache: (layers, 2, kv_heads, capacity, head_dim) float32, keys then values;
  * this position's are written. cos, sin: (head_dim / 2) each, this position's rotary
@@ -122,13 +140,13 @@ int decode_step(const struct shape *s, const struct layer *layers, float *x, flo
             most_rank = all[i]->rank > most_rank ? all[i]->rank : most_rank;
     }
     const size_t floats = (size_t)s->hidden + rows + queries + 2 * (size_t)s->intermediate +
-                          (position + 1) + most_rank + 8;
+                          (size_t)s->heads * (position + 1) + most_rank + 8;
     float *scratch = malloc(sizeof(float) * floats);
     if (scratch == NULL)
         return -1;
     float *normed = scratch, *qkv = normed + s->hidden, *attended = qkv + rows;
     float *gate_up = attended + queries, *scores = gate_up + 2 * (size_t)s->intermediate;
-    float *ranks = scores + position + 1;
+    float *ranks = scores + (size_t)s->heads * (position + 1);
     int failed = 0;
     for (int l = 0; l < s->layers && !failed; l++) {
         const struct layer *layer = &layers[l];
@@ -150,11 +168,9 @@ int decode_step(const struct shape *s, const struct layer *layers, float *x, flo
             memcpy(values + ((size_t)h * s->capacity + position) * hd,
                    qkv + queries + kv + h * hd, sizeof(float) * hd);
         }
-        for (int head = 0; head < s->heads; head++) {
-            const size_t held = (size_t)(head / group) * s->capacity * hd;
-            attend(qkv + (size_t)head * hd, keys + held, values + held, position + 1, hd,
-                   scores, attended + (size_t)head * hd);
-        }
+        struct attention heads = {qkv, keys, values, scores, attended, (size_t)s->capacity,
+                                  hd, group, position + 1};
+        shared_runs(attend_head, &heads, s->heads, s->threads);
         failed |= product(&layer->out, attended, queries, s->hidden, x, 1, s->threads, ranks);
         rms_norm(x, layer->mlp_norm, s->hidden, s->eps, normed);
         failed |= product(&layer->gate_up, normed, s->hidden, 2 * s->intermediate, gate_up,

@@ -176,7 +176,8 @@ static struct {
     pthread_mutex_t lock;     /* with `wake`, for workers going to sleep */
     pthread_cond_t wake;
     int workers;              /* started so far, the caller not counted */
-    struct job job;
+    void (*work)(void *context, int run);   /* the open call's: compute one run */
+    void *context;
     /* Each counter on a cache line of its own: a write to one must not take from the
      * other threads the line they read the job or spin on. */
     _Alignas(LINE) _Atomic uint64_t ticket;
@@ -192,16 +193,20 @@ static void claim_runs(void) {
     uint64_t ticket = atomic_load(&pool.ticket);
     while (claimable(ticket)) {
         if (atomic_compare_exchange_weak(&pool.ticket, &ticket, ticket + 1)) {
-            /* The call cannot end before this run is done, so its job stays as read;
-             * copied, so the loops read it from this thread's own stack. */
-            const struct job job = pool.job;
-            const int first = (int)NEXT(ticket) * job.run;
-            const int last = first + job.run < job.n ? first + job.run : job.n;
-            run_rows(&job, first, last);
+            /* The call cannot end before this run is done, so its work stays as read. */
+            pool.work(pool.context, (int)NEXT(ticket));
             atomic_fetch_add(&pool.done, 1);
             ticket = atomic_load(&pool.ticket);
         }
     }
+}
+
+/* One run of an int4 product's rows; the job copied, so the loops read it from this
+ * thread's own stack rather than a line the others write. */
+static void rows_run(void *context, int run) {
+    const struct job job = *(const struct job *)context;
+    const int first = run * job.run;
+    run_rows(&job, first, first + job.run < job.n ? first + job.run : job.n);
 }
 
 static void *worker(void *unused) {
@@ -241,20 +246,19 @@ static int grow_pool(int threads) {
     return pool.workers + 1;
 }
 
-/* The job on the pool's threads and the caller's, returning when every run is done. */
-static void run_shared(struct job job, int threads) {
+/* work(context, run) for run 0 .. runs - 1, on the pool's threads and the caller's;
+ * returns when every run is done. Also for decode_step.c. */
+void shared_runs(void (*work)(void *context, int run), void *context, int runs,
+                 int threads) {
+    if (threads <= 1 || runs <= 1 || runs > MOST_RUNS) {
+        for (int run = 0; run < runs; run++)
+            work(context, run);
+        return;
+    }
     pthread_mutex_lock(&pool.calling);
     grow_pool(threads);
-    /* Runs of whole groups of 8 rows, about 8 a thread, so a late thread costs little. */
-    int run = (job.n + 8 * threads - 1) / (8 * threads);
-    run = (run + 7) / 8 * 8;
-    if (run < 16)
-        run = 16;
-    while ((job.n + run - 1) / run > MOST_RUNS)
-        run *= 2;
-    job.run = run;
-    const int runs = (job.n + run - 1) / run;
-    pool.job = job;
+    pool.work = work;
+    pool.context = context;
     atomic_store(&pool.done, 0);
     const uint64_t call = CALL(atomic_load(&pool.ticket)) + 1;
     atomic_store(&pool.ticket, (call << 40) | ((uint64_t)runs << 20));   /* after the job */
@@ -297,11 +301,18 @@ int int4_linear(const float *x, int m, int k, const uint8_t *w, const uint16_t *
     for (int r = 0; r < m; r++)
         quantize_row(x + (size_t)r * k, k, levels + (size_t)r * k, fine + (size_t)r * k,
                      steps + (size_t)r * blocks, sums + (size_t)r * blocks);
-    const struct job job = {residual, y, w, w_scales, levels, fine, steps, sums, m, k, n, n};
-    if (threads > 1 && n >= 32)
-        run_shared(job, threads);
-    else
+    struct job job = {residual, y, w, w_scales, levels, fine, steps, sums, m, k, n, n};
+    if (threads > 1 && n >= 32) {
+        /* Runs of whole groups of 8 rows, about 8 a thread, so a late thread costs little. */
+        int run = (n + 8 * threads - 1) / (8 * threads);
+        run = (run + 7) / 8 * 8;
+        job.run = run < 16 ? 16 : run;
+        while ((n + job.run - 1) / job.run > MOST_RUNS)
+            job.run *= 2;
+        shared_runs(rows_run, &job, (n + job.run - 1) / job.run, threads);
+    } else {
         run_rows(&job, 0, n);
+    }
     free(levels);
     free(steps);
     return 0;
