@@ -364,3 +364,35 @@ def test_a_build_that_does_not_load_is_tried_once_and_torch_s_kernel_runs(
     assert not list(cache.iterdir())
     packed = PackedLinear([torch.nn.Linear(576, 64)], "int4")
     assert packed.kernel == "torch" and packed.kernel_note == why
+
+
+NICENESS_SCRIPT = """
+import os, torch
+from permanent.model.local import int4_kernel
+from test_int4_kernel import grid_weights
+(weight, scales), _ = grid_weights(3072, 576)
+x = torch.randn(1, 576)
+int4_kernel.linear(x, weight, scales, threads=3)   # the pool starts at this priority
+os.nice(7)                                         # as the model's process does once loaded
+for _ in range(300):                               # calls the workers take part in
+    int4_kernel.linear(x, weight, scales, threads=3)
+tasks = f"/proc/{os.getpid()}/task"
+for task in os.listdir(tasks):
+    name = open(f"{tasks}/{task}/comm").read().strip()
+    niceness = open(f"{tasks}/{task}/stat").read().rsplit(")", 1)[1].split()[16]
+    print(name, niceness, int(task) == os.getpid())
+"""
+
+
+def test_the_workers_take_the_caller_s_lower_priority():
+    """The model's process lowers its own priority after loading, so that frames and the
+    hum go first; Linux gives each thread its own, and workers started while it loaded
+    would otherwise keep the higher one and take the cores from the screen."""
+    done = subprocess.run([sys.executable, "-c", NICENESS_SCRIPT], cwd=REPO / "tests",
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+    assert done.returncode == 0, done.stderr
+    threads = [line.rsplit(" ", 2) for line in done.stdout.splitlines()]   # name, nice, main
+    workers = [int(nice) for name, nice, _ in threads if name == "int4 worker"]
+    caller = [int(nice) for _, nice, main in threads if main == "True"]
+    assert caller == [7] and workers == [7, 7], done.stdout

@@ -10,9 +10,11 @@
  * rounded away: about 15 bits, finer than torch's bfloat16 inputs, for a quarter more
  * time. See int4_kernel.py for the layout and how it is built and called. */
 
+#define _GNU_SOURCE   /* pthread_setname_np */
 #include <immintrin.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -178,6 +180,7 @@ static struct {
     int workers;              /* started so far, the caller not counted */
     void (*work)(void *context, int run);   /* the open call's: compute one run */
     void *context;
+    int nice;                 /* the caller's niceness, which the workers take */
     /* Each counter on a cache line of its own: a write to one must not take from the
      * other threads the line they read the job or spin on. */
     _Alignas(LINE) _Atomic uint64_t ticket;
@@ -209,8 +212,21 @@ static void rows_run(void *context, int run) {
     run_rows(&job, first, first + job.run < job.n ? first + job.run : job.n);
 }
 
+/* Linux gives each thread its own niceness: the model's process lowers its own after
+ * loading (the screen and the hum go first), and workers started before that would keep
+ * the higher priority. So a worker takes the caller's at each call where it changed. */
+static void follow_niceness(int *held) {
+    const int wanted = pool.nice;
+    if (wanted != *held) {
+        setpriority(PRIO_PROCESS, 0, wanted);   /* may fail to raise it: then it stays lower */
+        *held = wanted;
+    }
+}
+
 static void *worker(void *unused) {
     (void)unused;
+    pthread_setname_np(pthread_self(), "int4 worker");   /* as ps and /proc name it */
+    int held = getpriority(PRIO_PROCESS, 0);
     for (;;) {
         int spin = 0;
         while (!claimable(atomic_load(&pool.ticket)) && spin++ < SPIN)
@@ -223,6 +239,7 @@ static void *worker(void *unused) {
             atomic_fetch_sub(&pool.sleeping, 1);
             pthread_mutex_unlock(&pool.lock);
         }
+        follow_niceness(&held);
         claim_runs();
     }
     return NULL;
@@ -259,6 +276,7 @@ void shared_runs(void (*work)(void *context, int run), void *context, int runs,
     grow_pool(threads);
     pool.work = work;
     pool.context = context;
+    pool.nice = getpriority(PRIO_PROCESS, 0);
     atomic_store(&pool.done, 0);
     const uint64_t call = CALL(atomic_load(&pool.ticket)) + 1;
     atomic_store(&pool.ticket, (call << 40) | ((uint64_t)runs << 20));   /* after the job */
