@@ -142,14 +142,6 @@ def torch_threads():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def torch_on_avx2(monkeypatch):
-    """As on a CPU where torch runs its AVX2 kernels, where the project's int4 kernel
-    takes over from torch's: it then runs whatever this CPU has (it is AVX2 code)."""
-    from permanent.model.local import kernels
-    monkeypatch.setattr(kernels, "torch_has_avx512", lambda: False)
-
-
 @pytest.fixture(scope="session")
 def embedded_model():
     """The embedded model, converted into the user's cache once (as `make run` would)."""

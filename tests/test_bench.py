@@ -47,12 +47,14 @@ def test_the_anchor_runs_llama_cpp_and_the_loop_in_turns():
     """The embedded model's GGUF and voice through llama.cpp, a pass each in turn with the
     piece's loop; the ratio is the median of the rounds'."""
     config = dataclasses.replace(Config(), text=TextConfig(seed=3, min_tokens=20, max_tokens=30))
-    row = measure_anchor(config, rounds=2, tokens=30)
-    assert "error" not in row, row
-    assert row["voice"] and row["rounds"] == 2 and 0 < row["tokens"] <= 60
-    assert row["tokens_per_second"] > 0 and row["piece_tokens_per_second"] > 0
-    low, high = row["ratio_range"]
-    assert 0 < low <= row["ratio"] <= high
+    anchor = measure_anchor(config, rounds=2, tokens=30, threads=[1, 2])
+    assert "error" not in anchor, anchor
+    assert [row["threads"] for row in anchor["rows"]] == [1, 2]
+    for row in anchor["rows"]:
+        assert row["voice"] and row["rounds"] == 2 and 0 < row["tokens"] <= 60
+        assert row["tokens_per_second"] > 0 and row["piece_tokens_per_second"] > 0
+        low, high = row["ratio_range"]
+        assert 0 < low <= row["ratio"] <= high
 
 
 def test_variants_report_speed_and_how_far_each_moves_the_entropy(tiny_config):
@@ -94,7 +96,7 @@ sys.exit(main(["bench", "--json", "--warm-only"]))
 MODE_JSON = """
 import sys
 import permanent.measure.{module} as measured
-measured.measure_{mode} = lambda config: print("a library's words") or {{"stubbed": True}}
+measured.measure_{mode} = lambda config, **options: print("a library's words") or {{"stubbed": True}}
 from permanent.cli import main
 sys.exit(main(["bench", "{mode}", "--json"]))
 """
@@ -113,7 +115,7 @@ def test_a_bench_mode_measures_only_itself(mode):
 # Each mode's own options, then one that belongs to another mode or to the standard set.
 OWN_AND_FOREIGN = [
     (["bench", "--warm-only", "--variants"], ["--no-hog"]),
-    (["bench", "anchor"], ["--warm-only"]),
+    (["bench", "anchor", "--rounds", "2", "--threads", "1,2"], ["--warm-only"]),
     (["bench", "shapes"], ["--variants"]),
     (["bench", "soak", "--seconds", "5", "--no-hog"], ["--tokens", "5"]),
     (["bench", "entropy", "--tokens", "5", "--top-k", "3", "--seed", "1"], ["--clients", "1"]),
@@ -165,3 +167,70 @@ def test_pyo_imported_through_the_package_prints_nothing(code):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
+
+
+MACHINE_JSON = ("import json; from permanent.measure.machine import describe_machine, "
+                "machine_line; m = describe_machine(); print(json.dumps([m, machine_line(m)]))")
+
+
+def machine_under(capability: str | None) -> tuple[dict, str]:
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    if capability:
+        env["ATEN_CPU_CAPABILITY"] = capability
+    done = subprocess.run([sys.executable, "-c", MACHINE_JSON], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return tuple(json.loads(done.stdout))
+
+
+def test_the_bench_names_the_cpu_and_whether_torch_kernels_are_native_or_forced():
+    flags = set(open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split())
+    machine, line = machine_under(None)
+    assert machine["cpu_family"] and f"family {machine['cpu_family']}" in machine["cpu_model"]
+    assert machine["avx2"] == ("avx2" in flags) and machine["avx512"] == ("avx512f" in flags)
+    assert machine["torch_kernels"] == "native" and not machine["simulated"]
+    assert machine["torch_cpu_capability"] == machine["native_cpu_capability"]
+    assert line.startswith(machine["cpu_model"]) and line.endswith("kernels (native)")
+    # The lowest build is below every x86-64 CPU's own: forced, and said to be a simulation.
+    forced, line = machine_under("default")
+    assert forced["torch_cpu_capability"] == "DEFAULT" and forced["simulated"]
+    assert forced["torch_kernels"] == ("forced by ATEN_CPU_CAPABILITY=default: a simulation "
+                                       f"on a CPU with {machine['native_cpu_capability']}")
+    assert line.endswith(f"({forced['torch_kernels']})")
+
+
+def test_a_random_shape_written_as_gguf_gives_llama_cpp_the_same_model(tmp_path, embedded_model):
+    """The shapes' anchor runs llama.cpp on the very weights the loop runs: read back by
+    llama.cpp, the GGUF gives the logits the piece's own 4-bit decoder gives (correlation
+    0.987-0.996 measured over 12 positions). With q and k left in transformers' order it
+    measured 0.54-0.96, falling with each position: a misnamed tensor or a wrong order
+    gives logits that drift away from the piece's."""
+    import llama_cpp
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from permanent.measure.shape_gguf import write_shape_gguf
+    from permanent.measure.shapes import write_random_shape
+    from permanent.model.local.compact_llama import CompactLlama
+
+    write_random_shape("135M", embedded_model.location, str(tmp_path))
+    # Raw random q and k make attention all but uniform, whatever their order: larger
+    # ones make it depend on every position's rotary turn.
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    for layer in model.model.layers:
+        for matrix in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+            matrix.weight.data *= 4
+    model.save_pretrained(tmp_path)
+    write_shape_gguf(tmp_path, tmp_path / "shape.gguf")
+    ids = [1, 504, 2365, 314, 260, 1234, 40, 7, 889, 3000, 12, 99]
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "shape.gguf"), n_threads=1, n_ctx=64,
+                          logits_all=True, verbose=False)
+    llm.eval(ids)
+    theirs = np.array(llm.scores[:len(ids)])
+    with torch.inference_mode():
+        ours = CompactLlama(model, "int4").prefill(torch.tensor([ids]), 64,
+                                                    keep=len(ids)).numpy()
+    agreement = [np.corrcoef(a, b)[0, 1] for a, b in zip(ours, theirs)]
+    print("correlation of llama.cpp's logits with the piece's:", np.round(agreement, 3))
+    assert min(agreement) > 0.97

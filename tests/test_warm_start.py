@@ -30,14 +30,14 @@ def passes(generator, seed: int, count: int = 2) -> list[str]:
     return ["".join(e.text for e in generator.write_pass(i)) for i in range(count)]
 
 
-@pytest.mark.parametrize("torch_avx512, kernel", [(False, "the project's int4 kernel"),
-                                                  (True, "torch's int4 kernel")])
+@pytest.mark.parametrize("lacks, kernel", [(None, "the project's int4 kernel"),
+                                           ("no C compiler", "torch's int4 kernel")])
 def test_a_warm_start_writes_exactly_what_the_usual_load_writes(embedded_model, warm_folder,
-                                                                monkeypatch, torch_avx512, kernel):
+                                                                monkeypatch, lacks, kernel):
     """On either int4 kernel, each with its own layout (see int4_kernel)."""
-    from permanent.model.local import kernels
+    from permanent.model.local import int4_kernel
 
-    monkeypatch.setattr(kernels, "torch_has_avx512", lambda: torch_avx512)
+    monkeypatch.setattr(int4_kernel, "why_unavailable", lambda: lacks)
     config = dataclasses.replace(Config(), model=dataclasses.replace(Config().model, threads=1))
     usual = load_generator(embedded_model, config.model, config.text)
     assert "warm start" not in usual.runtime and f"({kernel}" in usual.runtime

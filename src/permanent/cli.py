@@ -265,9 +265,25 @@ def cmd_bench(args) -> int:
 
 
 def _add_bench_anchor(modes) -> argparse.ArgumentParser:
-    return _bench_mode(modes, "anchor", "llama.cpp (llama-cpp-python) on the same GGUF, "
-                       "voice, prompt, sampling and threads, against the piece's loop",
-                       cmd_bench_alone)
+    anchor = _bench_mode(modes, "anchor", "llama.cpp (llama-cpp-python) on the same GGUF, "
+                         "voice, prompt, sampling and threads, against the piece's loop",
+                         cmd_bench_alone)
+    anchor.add_argument("--rounds", type=_positive_int, default=8,
+                        help="rounds of a pass each in turn (default 8)")
+    anchor.add_argument("--threads", type=_thread_counts, default=None,
+                        help="thread counts to measure in turn, e.g. 1,2 (default: the "
+                        "piece's own, as model.threads gives them)")
+    return anchor
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def _thread_counts(text: str) -> list[int]:
+    return [_positive_int(part.strip()) for part in text.split(",")]
 
 
 def _add_bench_shapes(modes) -> argparse.ArgumentParser:
@@ -280,7 +296,9 @@ def cmd_bench_alone(args) -> int:
     """A measurement that needs nothing of the standard set: the anchor, the shapes."""
     from .measure.bench import run_alone
 
-    return run_alone(args.bench_mode, _load(args.config), as_json=args.json)
+    options = {"rounds": args.rounds, "threads": args.threads} \
+        if args.bench_mode == "anchor" else {}
+    return run_alone(args.bench_mode, _load(args.config), as_json=args.json, **options)
 
 
 def _add_bench_remote(modes) -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ runs minutes apart measured that drift as much as the engines.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -23,12 +24,22 @@ HOW_TO_GET_IT = ("llama-cpp-python is not installed here; get it with "
                  "which installs it")
 
 
-def measure_anchor(config: Config, rounds: int = 4, tokens: int = 200) -> dict:
+def measure_anchor(config: Config, rounds: int = 8, tokens: int = 200,
+                   threads: list[int] | None = None) -> dict:
+    """{"rows": one per thread count, in turn} (None: the piece's own, as model.threads
+    gives them), or {"error": why not}."""
     try:
-        import llama_cpp
+        import llama_cpp   # noqa: F401 (only whether it is there)
     except ImportError:
         return {"error": HOW_TO_GET_IT}
-    import torch
+    settings = [config] if not threads else \
+        [dataclasses.replace(config, model=dataclasses.replace(config.model, threads=count))
+         for count in threads]
+    return {"rows": [_anchor_at(one, rounds, tokens) for one in settings]}
+
+
+def _anchor_at(config: Config, rounds: int, tokens: int) -> dict:
+    import llama_cpp
 
     from ..model.voice import prompt as voice
     from ..model.local.generator import load_generator
@@ -42,14 +53,15 @@ def measure_anchor(config: Config, rounds: int = 4, tokens: int = 200) -> dict:
                          f"{config.model.name!r}"}
     text = config.text
     piece = load_generator(source, config.model, text, config.base_dir)
-    threads = torch.get_num_threads()   # the piece's, as model.threads chose them
+    threads = piece.threads   # the piece's, as model.threads chose them
     with tempfile.TemporaryDirectory() as scratch:
         lora = None
         if (folder := resolve_voice(text.voice, config.base_dir, True)) is not None:
             lora = str(Path(scratch) / "voice.gguf")
             export_gguf(folder, source.location, Path(lora))
         llm = llama_cpp.Llama(model_path=str(embedded_gguf()), lora_path=lora,
-                              n_threads=threads, n_ctx=2048, seed=0, verbose=False)
+                              n_threads=threads, n_threads_batch=threads, n_ctx=2048, seed=0,
+                              verbose=False)
         messages = voice.chat_messages(text)
         sampling = dict(temperature=text.temperature, top_p=text.top_p, top_k=text.top_k,
                         min_p=text.min_p, repeat_penalty=text.repetition_penalty)

@@ -72,7 +72,7 @@ def measure_generator(config: Config, passes: int = 3) -> dict:
     generate = (out.shape[1] - ids.shape[1]) / (time.monotonic() - wall)
     return {"model": generator.label, "device": str(generator.device),
             "runtime": generator.runtime,
-            "threads": torch.get_num_threads(), "load_seconds": round(loaded, 2),
+            "threads": generator.threads, "load_seconds": round(loaded, 2),
             "tokens": tokens, "tokens_per_second": round(streaming, 1),
             "generate_tokens_per_second": round(generate, 1),
             "ratio_to_generate": round(streaming / generate, 2),
@@ -407,6 +407,9 @@ def report(measure: Callable[[dict], dict], show: Callable[[dict], None], as_jso
     machine = describe_machine()
     print(f"{title}, {time.strftime('%Y-%m-%d')}, {machine_line(machine)}", flush=True)
     show(measure(machine))
+    # Said again at the end, where a reader of the figures looks: which CPU, and whether
+    # torch's kernels were its own or a simulation.
+    print(f"  measured on       {machine_line(machine)}", flush=True)
     return 0
 
 
@@ -417,7 +420,7 @@ def run_bench(config: Config, config_path: Path | None = None, as_json: bool = F
                   lambda results: _print_results(results, config), as_json)
 
 
-def run_alone(mode: str, config: Config, as_json: bool = False) -> int:
+def run_alone(mode: str, config: Config, as_json: bool = False, **options) -> int:
     """`permanent bench anchor` or `bench shapes`: that measurement and nothing of the
     standard set. The anchor times the piece's loop itself, a pass each in turn with
     llama.cpp; the shapes time the loop on random weights of larger models."""
@@ -427,7 +430,7 @@ def run_alone(mode: str, config: Config, as_json: bool = False) -> int:
     measure, show = {"anchor": (measure_anchor, _print_anchor),
                      "shapes": (measure_shapes, _print_shapes)}[mode]
     return report(lambda machine: {"machine": machine, "date": time.strftime("%Y-%m-%d"),
-                                   mode: measure(config)},
+                                   mode: measure(config, **options)},
                   lambda results: show(results[mode]), as_json, f"permanent bench {mode}")
 
 
@@ -509,13 +512,28 @@ def _print_results(results: dict, config: Config) -> None:
 def _print_shapes(s: dict) -> None:
     for row in s["rows"]:
         print(f"  shape {row['shape']:<11} " + (row["error"] if "error" in row else
-              f"{row['tokens_per_second']} tokens/s, peak {row['peak_rss_mib']} MiB, "
-              f"loaded in {row['load_seconds']} s ({row['runtime']}, random weights)"))
+              f"{row['tokens_per_second']} tokens/s on {row['threads']} thread(s), peak "
+              f"{row['peak_rss_mib']} MiB, loaded in {row['load_seconds']} s "
+              f"({row['runtime']}, random weights)"))
+        if "ratio" in row:
+            print(f"    llama.cpp beside  {row['llama_cpp_tokens_per_second']} tokens/s on the "
+                  f"same weights as GGUF, a pass each in turn, {row['rounds']} rounds; the "
+                  f"loop / llama.cpp = {row['ratio']} (median; rounds "
+                  f"{row['ratio_range'][0]}-{row['ratio_range'][1]})")
+        elif row.get("llama_cpp"):
+            print(f"    llama.cpp beside  {row['llama_cpp']}")
     print(f"  largest shape     sustaining {s['pacing_tokens_per_second']} tokens/s here: "
           f"{s['largest_sustaining_pacing'] or 'none'}")
 
 
-def _print_anchor(a: dict) -> None:
+def _print_anchor(anchor: dict) -> None:
+    if "error" in anchor:
+        print("  llama.cpp anchor  " + anchor["error"])
+    for a in anchor.get("rows", []):
+        _print_anchor_row(a)
+
+
+def _print_anchor_row(a: dict) -> None:
     print("  llama.cpp anchor  " + (a["error"] if "error" in a else
           f"{a['tokens_per_second']} tokens/s against the loop's "
           f"{a['piece_tokens_per_second']}, a pass each in turn, {a['rounds']} rounds "

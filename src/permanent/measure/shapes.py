@@ -8,7 +8,11 @@ norms are ones, as before training, and the output matrix is drawn so the logits
 with a standard deviation of LOGIT_SPREAD: the largest of 49,152 normal draws lies about
 4 deviations up, so about 1,000 lie within 10 of it, as in the embedded model's writing
 near its 90th percentile (median 333 a token, 90th percentile 1,074). Each shape runs in
-a process of its own, so its peak memory is its own.
+a process of its own, so its peak memory is its own (taken before llama.cpp loads).
+
+Beside the loop, where llama-cpp-python is installed, llama.cpp runs the same random
+weights written as a GGUF file (`shape_gguf`), on the same threads, a pass each in turn,
+so a larger shape has an anchor too.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import resource
+import statistics
 import tempfile
 import time
+from pathlib import Path
 
 from ..config import Config
 
@@ -59,7 +65,8 @@ def write_random_shape(name: str, tokenizer_dir: str, folder: str) -> None:
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
 
 
-def _one_shape(name: str, tokenizer_dir: str, config: Config, tokens: int, out: mp.Queue):
+def _one_shape(name: str, tokenizer_dir: str, config: Config, tokens: int, rounds: int,
+               out: mp.Queue):
     from ..model.local.generator import load_generator
     from ..model.local.store import resolve
 
@@ -72,15 +79,54 @@ def _one_shape(name: str, tokenizer_dir: str, config: Config, tokens: int, out: 
         generator = load_generator(resolve(settings), settings, text)
         loaded = time.monotonic() - started
         sum(1 for _ in generator.write_pass(0))   # warm-up
-        generator.tokens_sampled, started = 0, time.monotonic()
-        sum(1 for _ in generator.write_pass(1))
-        speed = generator.tokens_sampled / (time.monotonic() - started)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB -> MiB
-    out.put({"shape": name, "runtime": generator.runtime, "load_seconds": round(loaded, 1),
-             "tokens_per_second": round(speed, 1), "peak_rss_mib": round(peak)})
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB -> MiB
+        llm, beside = _llama_cpp_beside(Path(folder), generator.threads)
+        sampling = dict(temperature=text.temperature, top_p=text.top_p, top_k=text.top_k,
+                        min_p=text.min_p, repeat_penalty=text.repetition_penalty)
+        prompt = generator.prompt_text()
+        if llm is not None:
+            llm.create_completion(prompt, max_tokens=8, **sampling)   # warm-up
+        ours, theirs = [], []   # (tokens, seconds) of each round: a pass each in turn
+        for round_ in range(1, rounds + 1):
+            generator.tokens_sampled, started = 0, time.monotonic()
+            sum(1 for _ in generator.write_pass(round_))
+            ours.append((generator.tokens_sampled, time.monotonic() - started))
+            if llm is not None:
+                started = time.monotonic()
+                reply = llm.create_completion(prompt, max_tokens=tokens, **sampling)
+                theirs.append((reply["usage"]["completion_tokens"], time.monotonic() - started))
+    row = {"shape": name, "runtime": generator.runtime, "threads": generator.threads,
+           "load_seconds": round(loaded, 1), "tokens_per_second": round(_rate(ours), 1),
+           "peak_rss_mib": round(peak)}
+    if theirs:
+        ratios = [_rate([a]) / _rate([b]) for a, b in zip(ours, theirs)]
+        row.update(llama_cpp_tokens_per_second=round(_rate(theirs), 1), rounds=rounds,
+                   ratio=round(statistics.median(ratios), 2),
+                   ratio_range=[round(min(ratios), 2), round(max(ratios), 2)])
+    else:
+        row["llama_cpp"] = beside
+    out.put(row)
 
 
-def measure_shapes(config: Config, tokens: int = 64) -> dict:
+def _rate(turns: list[tuple[int, float]]) -> float:
+    return sum(n for n, _ in turns) / sum(s for _, s in turns)
+
+
+def _llama_cpp_beside(folder: Path, threads: int):
+    """(llama.cpp on the same random weights, written as GGUF, or None; why not, or '')."""
+    try:
+        import llama_cpp
+    except ImportError:
+        from .anchor import HOW_TO_GET_IT
+        return None, HOW_TO_GET_IT
+    from .shape_gguf import write_shape_gguf
+
+    write_shape_gguf(folder, folder / "shape.gguf")
+    return llama_cpp.Llama(model_path=str(folder / "shape.gguf"), n_threads=threads,
+                           n_threads_batch=threads, n_ctx=1024, seed=0, verbose=False), ""
+
+
+def measure_shapes(config: Config, tokens: int = 64, rounds: int = 3) -> dict:
     from ..model.local.store import ensure_converted, resolve
 
     embedded = resolve(dataclasses.replace(config.model, name="embedded"))
@@ -90,7 +136,7 @@ def measure_shapes(config: Config, tokens: int = 64) -> dict:
     for name in SHAPES:
         out = context.Queue()
         process = context.Process(target=_one_shape,
-                                  args=(name, embedded.location, config, tokens, out))
+                                  args=(name, embedded.location, config, tokens, rounds, out))
         process.start()
         process.join()
         if process.exitcode != 0:

@@ -6,8 +6,9 @@ weights through the same operations in fewer, larger steps, because at one token
 every torch call costs a few microseconds whatever its size:
 - q/k/v and gate/up each packed into one matrix (see `weight_packing`);
 - the residual stream held in float32, as llama.cpp holds it, so norms and the voice's
-  products need no conversions; only the kernels' inputs and the key/value cache are in
-  the narrower activation dtype;
+  products need no conversions; on a CPU the key/value cache too, where torch's attention
+  over bfloat16 was many times slower; only the kernels' inputs are in the narrower
+  activation dtype;
 - each rotary pair laid side by side in the q and k rows (the order llama.cpp's GGUF files
   use), so the rotation is one complex multiplication, in place;
 - a key/value cache written in place instead of concatenated, and kept for the prompt the
@@ -25,6 +26,7 @@ from collections import OrderedDict
 import torch
 from torch.nn import functional as F
 
+from . import decode_step
 from .kernels import Packing
 from .weight_packing import PackedLinear, output_packing
 
@@ -114,14 +116,22 @@ class CompactLlama:
     def _start(self):
         self.packed = [getattr(layer, name) for layer in self.layers for name in PACKED] + \
             [self.head]
-        self.dtype = self.embed.dtype   # of the key/value cache and the kernels' inputs
         self.device = self.embed.device
+        # The key/value cache's dtype. On a CPU, float32: torch's attention over a bfloat16
+        # cache, one query at a time, took about ten times as long as over a float32 one on
+        # a CPU without AMX (docs/performance.md), a third of a token; the cache is a few
+        # MiB either way. Elsewhere the activations' own.
+        self.dtype = torch.float32 if self.device.type == "cpu" else self.embed.dtype
         # Position p turns pair j by the angle p * theta_j: one complex number per pair.
         self.rotary = torch.complex(*self.rotary_halves)   # (positions, head_dim / 2)
         self.cache = torch.empty(0)
         self.tokens = torch.empty(0, dtype=torch.long, device=self.device)  # what the cache holds
         # (all ids, keep) -> (keys and values past the prompt, logits): see `prefill`.
         self.openings: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        # A token through every layer in one C call, where every layer is on the
+        # project's kernel; else torch's calls below (`unfit` says why).
+        self.c_step_unfit = decode_step.unfit(self)
+        self.c_step = decode_step.DecodeStep(self) if self.c_step_unfit is None else None
 
     def to_tensors(self) -> tuple[dict, dict]:
         """Every tensor it holds, and what they are, for `warm_start` to keep on disk."""
@@ -242,6 +252,11 @@ class CompactLlama:
         """Logits (keep, vocab), float32, after reading (1, count) ids."""
         count, start = ids.shape[1], self.length
         end = start + count
+        if count == 1 and self.c_step is not None:
+            x = F.embedding(ids[0], self.embed).float()
+            self.c_step(x, self.cache, start)
+            self.tokens = torch.cat([self.tokens, ids[0]])
+            return self.head.wide(self._norm(self.norm, x))
         turns = self.rotary[start:end, None]               # (count, 1, pairs)
         queries = self.heads * self.head_dim
         rotated = queries + self.kv_heads * self.head_dim

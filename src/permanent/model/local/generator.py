@@ -25,7 +25,7 @@ from ..voice.adapter import BUILTIN_CORPUS, BUILTIN_VOICE, apply_voice, read_cor
 from ...lifecycle import release_freed_memory
 from ..voice import prompt as voice
 from ..voice.openings import Openings
-from . import drafts as drafting, kernels, warm_start
+from . import drafts as drafting, int4_kernel, kernels, warm_start
 
 log = logging.getLogger("permanent.generator")
 def pick_device(wanted: str) -> torch.device:
@@ -92,7 +92,9 @@ class LocalGenerator:
         self.drafts_written: list[list[tuple[str, float, bool]]] = []   # this pass's, per draft
         self.passes_begun, self.said_no_drafts = 0, False
         self.progress: Callable[[], None] = lambda: None   # called as drafts are written
-        torch.set_num_threads(pick_threads(model_settings.threads))
+        self.threads = pick_threads(model_settings.threads)
+        int4_kernel.set_threads(None)   # torch's count, until the model is known
+        torch.set_num_threads(self.threads)
         self.device = pick_device(model_settings.device)
         packing = choose_packing(model_settings, source.embedded, self.device)
         dtype = activation_dtype(model_settings, packing)
@@ -115,6 +117,11 @@ class LocalGenerator:
             self.vocab_size, self.warm_kept = meta["vocab_size"], True
         else:
             self._load(source, model_settings, packing, dtype, voice_folder)
+        if getattr(self.forward, "c_step", None) is not None:
+            # Its tokens run on the kernel's threads alone: torch's own pool, spinning on
+            # the same cores between its calls, took a quarter of the speed away from both.
+            int4_kernel.set_threads(self.threads)
+            torch.set_num_threads(1)
         self.update_text(text)
 
     def _load(self, source: ModelSource, model_settings: ModelConfig, packing, dtype,

@@ -56,7 +56,10 @@ log = logging.getLogger("permanent.generator")
 BLOCK = 32
 PAIR = 2 * BLOCK   # the kernel reads two blocks a step: inputs must be whole pairs
 SOURCE = Path(__file__).with_name("int4_kernel.c")
-FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-shared", "-fPIC")
+# Built into the same library: one token through every layer on this kernel (decode_step).
+SOURCES = (SOURCE, Path(__file__).with_name("decode_step.c"))
+FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-pthread", "-shared", "-fPIC")
+LIBRARIES = ("-lm",)
 
 
 def _cpu_lacks() -> str | None:
@@ -84,7 +87,7 @@ def _build(target: Path) -> str | None:
         return f"no place to build it: {e}"
     record_part = part + ".sha256"
     try:
-        done = subprocess.run([compiler, *FLAGS, "-o", part, str(SOURCE)],
+        done = subprocess.run([compiler, *FLAGS, "-o", part, *map(str, SOURCES), *LIBRARIES],
                               capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             return f"{compiler} failed on {SOURCE.name}: {done.stderr.strip()[:300]}"
@@ -172,7 +175,8 @@ def _load(library: Path) -> tuple[ctypes.CDLL | None, str | None]:
     except (OSError, AttributeError) as e:   # not a library, or not this one
         return None, f"{library} could not be loaded: {e}"
     function.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                         ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+                         ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                         ctypes.c_int]
     function.restype = ctypes.c_int
     return loaded, None
 
@@ -180,7 +184,8 @@ def _load(library: Path) -> tuple[ctypes.CDLL | None, str | None]:
 def cached_path() -> Path:
     """Where the kernel built from this source with these flags is kept."""
     from .store import cache_root
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES) +
+                            " ".join(FLAGS + LIBRARIES).encode()).hexdigest()[:16]
     return cache_root() / "kernels" / f"int4_kernel-{digest}.so"
 
 
@@ -213,6 +218,11 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     return None, failure
 
 
+def loaded() -> ctypes.CDLL | None:
+    """The loaded library, or None where it is not available here (see why_unavailable)."""
+    return _library()[0]
+
+
 def why_unavailable() -> str | None:
     """Why the kernel cannot run on this machine (its CPU, compiler or cache), or None
     once it is loaded."""
@@ -228,9 +238,26 @@ def pack(levels: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor):
     return weight.contiguous(), torch.stack([scale, minimum], dim=-1).half().contiguous()
 
 
+_threads: int | None = None   # see set_threads
+
+
+def set_threads(count: int | None) -> None:
+    """The threads the kernel shares its rows among from now on; None: torch's count.
+    Where every layer runs here, the model's threads are the kernel's and torch keeps
+    one (see generator): two pools of threads spinning on the same cores slow each other."""
+    global _threads
+    _threads = count
+
+
+def threads() -> int:
+    return _threads or torch.get_num_threads()
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor,
-           residual: torch.Tensor | None = None) -> torch.Tensor:
-    """x (rows, in) W^T (+ residual), float32 (rows, out)."""
+           residual: torch.Tensor | None = None, threads: int | None = None) -> torch.Tensor:
+    """x (rows, in) W^T (+ residual), float32 (rows, out), the outputs shared among
+    `threads` threads (default: `set_threads`'s, else torch's). Any thread count gives
+    the same result, to the bit."""
     library = _library()[0]
     x = x.float().contiguous()
     rows, in_features = x.shape
@@ -240,6 +267,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor,
         residual = residual.float().contiguous()
     if library.int4_linear(x.data_ptr(), rows, in_features, weight.data_ptr(),
                            scales.data_ptr(), out_features,
-                           None if residual is None else residual.data_ptr(), y.data_ptr()) != 0:
+                           None if residual is None else residual.data_ptr(), y.data_ptr(),
+                           threads or _threads or torch.get_num_threads()) != 0:
         raise MemoryError(f"int4 kernel: no memory to round {rows} input rows")
     return y

@@ -90,6 +90,8 @@ def open_runtime(model, settings: ModelConfig, packing: Packing) -> tuple[ModelF
     if reason is None:
         try:
             forward, words = CompactLlama(model, packing), "compact decoder"
+            if forward.c_step is not None:
+                words += " (a token's layers in one C call)"
         except Unsupported as e:
             reason = str(e)
     if reason is not None:
