@@ -451,7 +451,8 @@ def measure_all(config: Config, config_path: Path | None, cold: bool, variants: 
         results["variants"] = measure_variants(config)
     g = results["generator"]
     # The pace asks for at most tokens_per_second (pauses only lower it).
-    headroom = g["tokens_per_second"] / config.pacing.tokens_per_second
+    # The screen needs shown tokens: drafts not chosen are part of the cost, not the speed.
+    headroom = g["shown_tokens_per_second"] / config.pacing.tokens_per_second
     results["verdict"] = {"sustains_pacing": headroom >= 1.0, "headroom": round(headroom, 1)}
     return results
 
