@@ -228,3 +228,21 @@ def saver_install(embedded_model):
 def run_cli(*args, env=None, timeout=60):
     return subprocess.run([sys.executable, "-m", "permanent", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=REPO)
+
+
+def wait_for_status(status, kind: str, timeout: float = 120.0):
+    """The first Status of `kind` from a child's status queue; an error or a silent room
+    before it fails the test with its message."""
+    import queue
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            news = status.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if news.kind == kind:
+            return news
+        assert news.kind not in ("error", "silent"), news.message
+    raise AssertionError(f"no {kind!r} status within {timeout} s")

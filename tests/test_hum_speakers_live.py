@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import re
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from permanent.room.audio_process import HumSupervisor
 from permanent.room.preset import load_preset
 from permanent.room.speakers import nearest_speaker, opposite_speaker, ring_shares
 
-from conftest import REPO, private_pulse, recording_the_hum
+from conftest import REPO, private_pulse, recording_the_hum, wait_for_status
 from test_piece import Running
 
 pytestmark = pytest.mark.slow
@@ -38,19 +37,6 @@ def quad_pulse(tmp_path_factory):
     env = private_pulse(tmp_path_factory.mktemp("pulse4"), channels=CHANNELS)
     yield env
     subprocess.run(["pulseaudio", "--kill"], env=env, stderr=subprocess.DEVNULL)
-
-
-def wait_for_playing(status, timeout: float = 30.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            news = status.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        assert news.kind not in ("error", "silent"), news.message
-        if news.kind == "playing":
-            return news.seconds
-    raise AssertionError("the hum did not play")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +58,7 @@ def recorded(quad_pulse, tmp_path_factory, request):
         time.sleep(1.0)   # the monitor first replays what the sink last played
         hum = HumSupervisor(config, status).start()
         try:
-            marks["playing"] = wait_for_playing(status)
+            marks["playing"] = wait_for_status(status, "playing", 30.0).seconds
             hum.show_token(LOW_BITS)
             time.sleep(PLATEAU)
             marks["high"] = time.monotonic()

@@ -5,35 +5,20 @@ the last volume, as heard in the recorded room."""
 from __future__ import annotations
 
 import dataclasses
-import queue
 import time
 
 import numpy as np
 import pytest
 
 from permanent.config import Config, load_config
-from permanent.events import Status
 from permanent.lifecycle import SPAWN
 from permanent.measure.audio_analysis import mono, read_wav, rms, window
 from permanent.model.process import ModelSupervisor
 from permanent.room.audio_process import HumSupervisor
 
-from conftest import recording_the_hum
+from conftest import recording_the_hum, wait_for_status
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for_status(status, kind: str, timeout: float = 120.0) -> Status:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            news = status.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        if news.kind == kind:
-            return news
-        assert news.kind not in ("error", "silent"), news.message
-    raise AssertionError(f"no {kind!r} status within {timeout} s")
 
 
 def test_a_burst_of_100_settings_applies_the_last(tiny_model, tmp_path):
