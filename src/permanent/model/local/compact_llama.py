@@ -128,6 +128,9 @@ class CompactLlama:
         self.tokens = torch.empty(0, dtype=torch.long, device=self.device)  # what the cache holds
         # (all ids, keep) -> (keys and values past the prompt, logits): see `prefill`.
         self.openings: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        # Off where the openings are too many to come back while kept: each holds its
+        # logits for every position, tens of MiB in all that would only churn.
+        self.remember_openings = True
         # A token through every layer in one C call, where every layer is on the
         # project's kernel; else torch's calls below (`unfit` says why).
         self.c_step_unfit = decode_step.unfit(self)
@@ -213,6 +216,9 @@ class CompactLlama:
         # keys and values and gives the same logits: kept, a pass that begins as an
         # earlier one did skips its prefill (as long as a few steps: the 4-bit kernel
         # reads rows almost one at a time).
+        if not self.remember_openings:
+            self.openings.clear()
+            return self._forward(ids[:, shared:], keep)
         key = (tuple(new.tolist()), keep)
         if (kept := self.openings.get(key)) is not None:
             self.openings.move_to_end(key)

@@ -188,6 +188,9 @@ class LocalGenerator:
             self.random_tokens = torch.Generator(device=self.device).manual_seed(seed)
         if reseed or text.openings != previous.openings:
             self.openings = Openings(text.openings, self.choices)
+            from .compact_llama import OPENINGS_KEPT, CompactLlama
+            if isinstance(self.forward, CompactLlama):
+                self.forward.remember_openings = len(self.openings.every) <= OPENINGS_KEPT
         # The same exemplars for every pass, so the prompt's cache is shared by all.
         self.exemplars = read_corpus(BUILTIN_CORPUS)[::37][:text.exemplar_turns] \
             if text.exemplar_turns else []
