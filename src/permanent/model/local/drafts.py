@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from ...events import ends_sentence
-from ..entropy import entropy_bits
+from ..entropy import entropy_bits_of
 from ..passes import long_enough
 
 Unit = Literal["sentence", "pass"]
@@ -68,12 +68,13 @@ def write_draft(generator, ids: torch.Tensor, logits: torch.Tensor, written: str
     start, draft = forward.length, Draft()
     decode = lambda: generator.tokenizer.decode(draft.token_ids, skip_special_tokens=True)
     while count + len(draft.token_ids) < text.max_tokens:
-        bits = entropy_bits(logits).item()
+        log_probabilities = torch.log_softmax(logits.float(), -1)   # one pass for both uses
+        bits = entropy_bits_of(log_probabilities).item()
         next_id = generator.sample(ids, logits)
         token_id = int(next_id)
         generator.tokens_sampled += 1
         generator.progress()   # drafting writes nothing yet, and is not a hang
-        draft.log_probabilities.append(float(torch.log_softmax(logits.float(), -1)[token_id]))
+        draft.log_probabilities.append(float(log_probabilities[token_id]))
         if token_id in generator.end_ids:
             draft.ends_pass = draft.ended_early = True
             break
