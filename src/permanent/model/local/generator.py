@@ -248,13 +248,12 @@ class LocalGenerator:
     def prefill_openings(self) -> None:
         """Read every opening once, as months of passes will have: the compact decoder
         keeps each one's prefill (see `CompactLlama.prefill`). For bench's steady state."""
-        from .compact_llama import OPENINGS_KEPT, CompactLlama
+        from .compact_llama import CompactLlama
 
-        if not isinstance(self.forward, CompactLlama):
-            return   # transformers' forward keeps none
-        if len(every := self.openings.every) <= OPENINGS_KEPT:   # else each pass reads its own
-            for opening in every:
-                self._prefill(opening)
+        if not isinstance(self.forward, CompactLlama) or not self.forward.remember_openings:
+            return   # transformers' forward keeps none; too many openings, none are kept
+        for opening in self.openings.every:
+            self._prefill(opening)
 
     @torch.inference_mode()
     def _pieces(self) -> Iterator[tuple[str, float]]:
