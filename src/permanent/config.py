@@ -144,9 +144,9 @@ class TextConfig:
     avoid: Optional[list[str]] = None        # words the voice steers away from; None = the piece's
     avoid_strength: float = bounded(6.0, ge=0.0, le=100.0)  # logits taken from each; 0 = off
     seed: Optional[int] = None               # None = a new seed every run
-    min_tokens: int = bounded(40, ge=1, le=100_000)    # a pass ends at the first sentence end after this
-    max_tokens: int = bounded(120, ge=1, le=100_000)   # ... and never runs past this
-    drafts: int = bounded(4, ge=1, le=8)     # tries at each sentence (or pass); the likeliest shown
+    min_tokens: int = bounded(30, ge=1, le=100_000)    # a pass ends at the first sentence end after this
+    max_tokens: int = bounded(100, ge=1, le=100_000)   # ... and never runs past this
+    drafts: int = bounded(8, ge=1, le=8)     # tries at each sentence (or pass); the likeliest shown
     draft_by: Literal["sentence", "pass"] = "sentence"
 
     def validate(self):
