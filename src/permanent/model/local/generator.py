@@ -286,11 +286,7 @@ class LocalGenerator:
                 yield piece
         drafts, unit = self._drafts()
         if drafts > 1:
-            # With nothing given to show, the first sentence after a start is its first
-            # draft, so the screen does not wait for all of them.
-            first = 1 if not opening_ids and self.passes_begun == 1 else drafts
-            yield from self._drafted(ids, logits, emit, lambda: (count, written), drafts, unit,
-                                     first)
+            yield from self._drafted(ids, logits, emit, lambda: (count, written), drafts, unit)
             return
         while count < self.text.max_tokens:
             bits = entropy_bits(logits).item()           # uncertainty before sampling shapes it
@@ -309,8 +305,9 @@ class LocalGenerator:
 
     def _drafts(self) -> tuple[int, drafting.Unit]:
         """How many drafts this pass gets, and of what. The compact decoder can wind its
-        cache back, transformers' cannot; a whole-pass draft makes the first pass after a
-        start wait for all of them, so that one is shown from a single draft."""
+        cache back, transformers' cannot. The first pass after a start is its first draft:
+        nothing is written ahead of it yet, and on a busy machine the screen would wait for
+        each sentence's tries; later passes are written while the one before is shown."""
         from .compact_llama import CompactLlama
 
         drafts, unit = self.text.drafts, self.text.draft_by
@@ -320,20 +317,16 @@ class LocalGenerator:
                          "cannot wind back; every pass is its first draft")
                 self.said_no_drafts = True
             return 1, unit
-        if unit == "pass" and not self.passes_begun:
+        if not self.passes_begun:
             drafts = 1
         self.passes_begun += 1
         return drafts, unit
 
-    def _drafted(self, ids, logits, emit, so_far, drafts: int, unit: drafting.Unit,
-                 first: int):
-        """The rest of the pass a draft at a time, each the best of `drafts` (the first of
-        `first`)."""
-        tries = first
+    def _drafted(self, ids, logits, emit, so_far, drafts: int, unit: drafting.Unit):
+        """The rest of the pass a draft at a time, each the best of `drafts`."""
         while True:
             count, written = so_far()
-            chosen, tried = drafting.best_draft(self, ids, logits, written, count, unit, tries)
-            tries = drafts
+            chosen, tried = drafting.best_draft(self, ids, logits, written, count, unit, drafts)
             if len(tried) > 1:
                 self.drafts_written.append([(d.text, d.score(unit), d is chosen) for d in tried])
             self.tokens_shown += len(chosen.token_ids)
