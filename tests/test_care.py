@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from permanent.config import Config, HumConfig
+from permanent.config import HumConfig, load_config
 from permanent.measure.audio_analysis import mono, read_wav, rms, window
 
 from conftest import REPO, every_line_parses, fill, recording_the_hum, small_disk
@@ -54,9 +54,10 @@ def test_a_killed_hum_comes_back_and_fades_in(pulse_env, embedded_model):
         print(f"hum back {back - killed:.2f} s after kill -9")
         assert back - killed < 5.0 and sink_inputs(pulse_env).strip()
         # The text never stopped: the next token comes within a pass's hold, fade and gap
-        # (the default pacing's), and the drafts of a sentence, of the last one shown.
+        # (the shipped config's, which the piece runs on), and the drafts of a sentence,
+        # of the last one shown.
         before = piece.count(r"shown '")
-        pacing = Config().pacing
+        pacing = load_config(REPO / "config.yaml").pacing
         quiet = pacing.hold_seconds + pacing.fade_seconds + pacing.gap_seconds + 10
         deadline = time.monotonic() + quiet
         while piece.count(r"shown '") <= before and time.monotonic() < deadline:
