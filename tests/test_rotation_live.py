@@ -52,8 +52,10 @@ def shoot(env, tmp_path, rotation: int, *args) -> np.ndarray:
     piece = Running(env, *args, "--config", str(config), on_screen=True)
     try:
         piece.wait_for(r"first token shown")
+        # 40 tokens, or the whole first pass where the model ends it sooner: it then holds.
         deadline = time.monotonic() + 30
-        while piece.count(r"shown '") < 40 and time.monotonic() < deadline:
+        while (piece.count(r"shown '") < 40 and not piece.count(r"pass \d+ ended")
+               and time.monotonic() < deadline):
             time.sleep(0.1)
         time.sleep(0.3)
         pixels = screenshot(env, tmp_path / f"rot-{rotation}{'-saver' if args else ''}.png")
