@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from permanent.care.config_watch import ConfigWatcher
 from permanent.config import load_config
 from permanent.errors import PermanentError
 
@@ -17,8 +18,8 @@ from test_piece import Running
 
 pytestmark = pytest.mark.slow
 
-LIVE_EDITS = 60
-POLL_SECONDS = 1.0   # care.config_watch's: each edit stays long enough to be read
+LIVE_EDITS = 50
+POLL_SECONDS = ConfigWatcher.POLL_SECONDS   # each edit stays long enough to be read
 
 
 def refused_mutations(text: str, count: int, scratch) -> list[bytes]:
