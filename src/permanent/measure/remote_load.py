@@ -122,7 +122,7 @@ class _Gallery:
 
 
 def _one_launch(config_path: Optional[Path], on: bool, seconds: float,
-                thumbnail_seconds: float) -> dict:
+                thumbnail_seconds: float, settle_seconds: float) -> dict:
     ports = {"receiver": _free_port(socket.SOCK_DGRAM), "osc_in": _free_port(socket.SOCK_DGRAM),
              "status": _free_port(socket.SOCK_STREAM)}
     with tempfile.TemporaryDirectory() as scratch:
@@ -142,7 +142,7 @@ def _one_launch(config_path: Optional[Path], on: bool, seconds: float,
                 if time.monotonic() > deadline or piece.poll() is not None:
                     raise RuntimeError("the piece showed no token; run it alone to see why")
                 time.sleep(0.1)
-            time.sleep(SETTLE_SECONDS)
+            time.sleep(settle_seconds)
             main = psutil.Process(piece.pid)
             before, started = sum(main.cpu_times()[:2]), time.monotonic()
             threads_before = _thread_seconds(main)
@@ -175,10 +175,10 @@ def _thread_seconds(process: psutil.Process) -> dict:
 
 
 def measure_remote(config_path: Optional[Path], seconds: float = 30.0, rounds: int = 2,
-                   thumbnail_seconds: float = 5.0) -> dict:
+                   thumbnail_seconds: float = 5.0, settle_seconds: float = SETTLE_SECONDS) -> dict:
     """Launches off and on in turn, `rounds` times each; the extra CPU is the difference of
     the medians."""
-    launches = [_one_launch(config_path, on, seconds, thumbnail_seconds)
+    launches = [_one_launch(config_path, on, seconds, thumbnail_seconds, settle_seconds)
                 for _ in range(rounds) for on in (False, True)]
     share = {on: statistics.median(r["cpu_share_of_one_core"] for r in launches
                                    if r["on"] is on) for on in (False, True)}
