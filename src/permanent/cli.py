@@ -11,6 +11,7 @@ import time
 LAUNCHED = time.monotonic()   # before anything heavy is imported: "time since launch" starts here
 
 import argparse
+import faulthandler
 import logging
 import os
 import sys
@@ -650,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    # A crash in a C library (SDL, X, PortAudio) then leaves its stack in the log.
+    faulthandler.enable()
     code = _call(args)
     if args.func in (cmd_run, cmd_screensaver):
         # The piece has closed its window, children and files; a host (XScreenSaver,
