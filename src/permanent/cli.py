@@ -652,7 +652,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     # A crash in a C library (SDL, X, PortAudio) then leaves its stack in the log.
-    faulthandler.enable()
+    try:
+        faulthandler.enable()
+    except (OSError, ValueError, RuntimeError):   # a stderr that is no file: nowhere to write
+        pass
     code = _call(args)
     if args.func in (cmd_run, cmd_screensaver):
         # The piece has closed its window, children and files; a host (XScreenSaver,
