@@ -224,13 +224,16 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
-def release_freed_memory(collect: bool = True) -> None:
+def release_freed_memory() -> None:
     """Hand memory that Python has freed back to the system. glibc keeps freed blocks in
     its arenas: without this the model process stays hundreds of MiB larger after packing
-    its weights, and a first run that converts the model peaks higher when loading it.
-    `collect=False` skips the garbage collector's full pass, which is slow on a big heap."""
-    if collect:
-        gc.collect()
+    its weights, and a first run that converts the model peaks higher when loading it."""
+    gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back (no collector pass, which is slow on a big heap)."""
     if sys.platform.startswith("linux"):
         try:
             _libc().malloc_trim(0)

@@ -19,7 +19,7 @@ from typing import Optional
 from ..config import Config, TextConfig
 from ..events import Status, TokenEvent
 from ..lifecycle import (SPAWN, ChildProcess, LatestOfEach, RestartLimit, Supervisor,
-                         die_with_parent, exit_now, kill_and_reap, release_freed_memory)
+                         die_with_parent, exit_now, kill_and_reap, trim_heap)
 
 log = logging.getLogger("permanent.generator")
 QUEUE_TOKENS = 256   # about a pass ahead of the screen: enough slack, bounded memory
@@ -224,7 +224,7 @@ def _main(config: Config, tokens: mp.Queue, settings: mp.Queue, status: mp.Queue
                     time.sleep(WAIT_FOR_SCREEN_SECONDS)
         # A pass's drafts churn the heap; what they freed goes back to the system, so
         # the process's size follows what it holds, pass after pass.
-        release_freed_memory(collect=False)
+        trim_heap()
 
 
 def _newest_settings(settings: mp.Queue, text: TextConfig) -> TextConfig:
